@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make reproduce` and `make test`.
+# Both create .venv if missing and install the package with its dev extras into it.
+# TORCH names the torch wheel installed when the venv has none (CPU build here; on a CUDA machine pass
+# e.g. TORCH=torch, or install your own build into .venv first: it is kept).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+PRESET ?= mini
+ARGS ?=
+
+.PHONY: install reproduce test docs lab readme clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+reproduce: install
+	$(VENV)/bin/selfsynth -v reproduce --preset $(PRESET) $(ARGS)
+
+# pytest (includes: library in sync with the notebooks, notebooks clean, docs render), then every notebook's demos.
+test: install
+	$(PY) -m pytest tests -q
+	$(VENV)/bin/nbdev-test --n-workers 2
+
+docs: install
+	$(PY) -m selfsynth.site _docs
+
+readme: install
+	$(VENV)/bin/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN
+
+lab: install
+	$(VENV)/bin/jupyter lab nbs
+
+clean:
+	rm -rf _docs _proc runs/quick
