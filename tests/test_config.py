@@ -63,5 +63,5 @@ def test_cli_refuses_a_run_dir_of_another_config(tmp_path, capsys):
 
 
 def test_cli_unbuilt_part_says_so(capsys):
-    assert main(["bench", "selection"]) == 1
+    assert main(["bench", "sft"]) == 1
     assert "not built yet" in capsys.readouterr().err
