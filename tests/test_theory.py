@@ -1,0 +1,227 @@
+"Tests of the theory checks: each passes on its defaults and fails when its assumption is broken on purpose."
+import itertools, json, math
+import numpy as np
+import pytest
+from scipy.special import xlogy
+from selfsynth.config import preset
+from selfsynth.data import write_manifest, write_concepts
+from selfsynth.store import RunStore, write_jsonl, read_json
+from selfsynth import theory as T
+
+# --- statistics ---------------------------------------------------------------------------------------------
+
+def test_paired_trend_sees_rise_and_drop():
+    rng = np.random.default_rng(1)
+    flat_then_drop = np.concatenate([np.full((50, 4), 0.5), np.full((50, 1), 0.3)], 1) + 0.05 * rng.standard_normal((50, 5))
+    t = T.paired_trend(flat_then_drop)
+    assert t["drops"] == [3] and t["rise_hi"] < 0
+    noise = 0.05 * rng.standard_normal((50, 30))  # a flat curve: no step is a significant drop
+    assert T.paired_trend(noise)["drops"] == []
+
+# --- check 2: InfoNCE ---------------------------------------------------------------------------------------
+
+FAST = dict(ns=(2, 16, 128), samples=2 ** 12)
+
+def test_infonce_passes_with_iid_negatives_and_optimal_critic():
+    r = T.infonce_check(**FAST)
+    assert r["passed"], r["criteria"]
+    low, mid, high = r["details"]["curves"]
+    assert all(e <= low["mi"] + 3 * s for e, s in zip(low["est"], low["se"]))
+    assert abs(high["est"][-1] - math.log(128)) < 0.05  # MI = 16.6 nats >> log N: saturates at log N
+
+def test_infonce_never_exceeds_log_n():
+    est = T.infonce_gaussian(0.99, 10, 32, 20, np.random.default_rng(0))
+    assert (est <= math.log(32) + 1e-9).all()
+
+@pytest.mark.parametrize("kw, broken", [
+    (dict(negatives="correlated"), "tight"),   # negatives resemble the positive: the estimate collapses
+    (dict(negatives="shifted"), "bound"),      # negatives not from p(y): the estimate exceeds the true MI
+    (dict(critic=lambda x, y, rho: 0.5 * T.gaussian_critic(x, y, rho)), "tight"),  # not the density ratio: loose
+])
+def test_infonce_fails_when_assumption_broken(kw, broken):
+    r = T.infonce_check(**FAST, **kw)
+    assert not r["passed"] and not r["criteria"][broken]
+
+# --- check 3: data processing -------------------------------------------------------------------------------
+
+def _brute_mi_z_d(chain, n):
+    "I(z_k; D^n) by enumerating every sequence of n descriptions (independent of chain_mi's count-vector sum)."
+    px, q, pd = chain["px"], chain["q"], chain["pd"]
+    X, V, K = len(px), pd.shape[2], q.shape[0]
+    out = []
+    for k in range(K):
+        joint = {}  # (z, sequence) -> probability
+        for x, z0 in itertools.product(range(X), (0, 1)):
+            p_s = px[x] * (q[0, x] if z0 else 1 - q[0, x])
+            pz1 = float(z0) if k == 0 else q[k, x]
+            for seq in itertools.product(range(V), repeat=n):
+                p_seq = np.prod([pd[x, z0, d] for d in seq])
+                for z, pz in ((1, pz1), (0, 1 - pz1)):
+                    joint[z, seq] = joint.get((z, seq), 0) + p_s * pz * p_seq
+        pz = {z: sum(v for (zz, _), v in joint.items() if zz == z) for z in (0, 1)}
+        pseq = {}
+        for (z, seq), v in joint.items(): pseq[seq] = pseq.get(seq, 0) + v
+        out.append(sum(v * math.log(v / (pz[z] * pseq[seq])) for (z, seq), v in joint.items() if v > 0))
+    return np.array(out)
+
+@pytest.mark.parametrize("leak", [0.0, 0.6])
+def test_chain_mi_matches_brute_force(leak):
+    chain = T.random_chain(np.random.default_rng(3), states=3, tokens=3, concepts=3, leak=leak)
+    m = T.chain_mi(chain, [1, 3])
+    for i, n in enumerate([1, 3]):
+        np.testing.assert_allclose(m["i_zd"][i], _brute_mi_z_d(chain, n), atol=1e-10)
+    pz = chain["q"] @ chain["px"]
+    h = -xlogy(pz, pz) - xlogy(1 - pz, 1 - pz)
+    hzx = (-xlogy(chain["q"], chain["q"]) - xlogy(1 - chain["q"], 1 - chain["q"])) @ chain["px"]
+    np.testing.assert_allclose(m["i_zx"], h - hzx, atol=1e-12)
+
+def test_data_processing_passes_on_valid_chains():
+    r = T.data_processing_check()
+    assert r["passed"], r["criteria"]
+    assert r["measured"] <= 1e-9
+    sp = r["details"]["spearman"]["mean"]
+    assert sp[-1] > sp[0] + 0.2
+
+def test_data_processing_fails_on_broken_chain():
+    r = T.data_processing_check(leak=0.8)  # descriptions read concept 0 directly: D is not independent of Z given X
+    assert not r["passed"] and not r["criteria"]["bound"] and r["measured"] > 0.1
+    assert not r["criteria"]["level"]
+
+# --- check 1: consistency -----------------------------------------------------------------------------------
+
+NS = (1, 2, 5, 10, 20, 30)
+
+def test_consistency_passes_when_descriptions_view_the_image():
+    rows, recs, cons, embed_fn = T.synthetic_descriptions()
+    r = T.consistency_check(*T.consistency_inputs(rows, recs, cons, embed_fn), ns=NS)
+    assert r["passed"], r["criteria"]
+    d = r["details"]
+    assert d["agreement"]["mean"][-1] > d["chance"][-1] + 0.2
+    assert d["precision"]["mean"][-1] > d["precision"]["mean"][0]
+
+def test_consistency_fails_when_descriptions_ignore_the_image():
+    rows, recs, cons, embed_fn = T.synthetic_descriptions(ignore_image=True)
+    r = T.consistency_check(*T.consistency_inputs(rows, recs, cons, embed_fn), ns=NS)
+    assert not r["passed"] and not r["criteria"]["image_specific"] and not r["criteria"]["level"]
+
+def test_consistency_reference_is_the_perfect_description():
+    rows, recs, cons, embed_fn = T.synthetic_descriptions()
+    inp, ref, visible = T.consistency_inputs(rows, recs, cons, embed_fn)
+    assert ref.ids == [r.id for r in recs] and len(ref.desc_emb) == len(recs)  # one perfect description per image
+    assert T.perfect_description(["a red crown", "two thin legs"]) == "The bird has a red crown, two thin legs."
+    r = T.consistency_check(inp, ref, visible, ns=(1, 30))
+    assert r["details"]["reference_precision"] > 0.9  # S* (the rule on perfect descriptions) is nearly all visible
+    with pytest.raises(ValueError, match="visible"):
+        T.consistency_inputs(rows, [r.__class__(r.id, r.image, r.label, r.split) for r in recs], cons, embed_fn)
+
+# --- check 4: best-of-k -------------------------------------------------------------------------------------
+
+def _brute_best_of_k(scores, quality, correct, k):
+    "Average over all k-subsets, ties broken uniformly at random; with the label filter."
+    plain, kept_q, fallback = [], [], 0
+    for sub in itertools.combinations(range(len(scores)), k):
+        top = max(scores[i] for i in sub)
+        best = [i for i in sub if scores[i] == top]
+        plain.append(np.mean([quality[i] for i in best]))
+        ok = [i for i in best if correct[i]]  # the pick is uniform among the tied best; kept only if correct
+        fallback += 1 - len(ok) / len(best)
+        if ok: kept_q.append((np.mean([quality[i] for i in ok]), len(ok) / len(best)))
+    n = math.comb(len(scores), k)
+    fq = sum(q * w for q, w in kept_q) / sum(w for _, w in kept_q) if kept_q else float("nan")
+    return np.mean(plain), fq, fallback / n
+
+def test_best_of_k_expectation_matches_enumeration():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        K = int(rng.integers(2, 7))
+        s, q, c = rng.integers(0, 3, K).astype(float), rng.random(K), rng.random(K) < 0.6  # ties on purpose
+        c[0] = True
+        for k in range(1, K + 1):
+            bq, fq, fb = _brute_best_of_k(s, q, c, k)
+            assert abs(T.best_of_k(s, q, k) - bq) < 1e-12
+            got_q, got_fb = T.best_of_k_filtered(s, q, c, k)
+            assert abs(got_fb - fb) < 1e-12
+            if not math.isnan(fq): assert abs(got_q - fq) < 1e-12
+
+def test_best_of_k_passes_when_score_tracks_grounding():
+    r = T.best_of_k_check(*T.synthetic_candidates())
+    assert r["passed"] and r["measured"] > 0.05
+
+def test_best_of_k_fails_when_score_ignores_grounding():
+    r = T.best_of_k_check(*T.synthetic_candidates(coupling=0.0))
+    assert not r["passed"] and not r["criteria"]["rises"]
+
+def test_best_of_k_fails_without_label_filter():
+    r = T.best_of_k_check(*T.synthetic_candidates(label_filter=False))
+    assert not r["passed"] and not r["criteria"]["kept_correct"] and r["criteria"]["rises"]
+
+def test_best_of_k_bad_rows():
+    with pytest.raises(ValueError, match="'quality'"):
+        T.best_of_k_check([dict(group=0, score=1.0, correct=True)])
+
+# --- on a run folder ----------------------------------------------------------------------------------------
+
+def _quality(answers, visible, labels):
+    "Grounded precision for the test run: share of the answer's 'claims' (phrases after ';') that are visible."
+    out = []
+    for a, v in zip(answers, visible):
+        claims = [c.strip() for c in a.split(";")[1:] if c.strip()]
+        out.append(sum(c in v for c in claims) / len(claims) if claims else None)
+    return out
+
+def _fake_run(tmp_path, with_candidates: bool, score_tracks_grounding: bool = True):
+    store = RunStore(tmp_path / "run", preset("quick", rounds=2))
+    rows, recs, cons, embed_fn = T.synthetic_descriptions(per_class=6)
+    write_manifest(recs, store.path("world/manifest.jsonl")); write_concepts(cons, store.path("world/concepts.json"))
+    write_jsonl(store.path("round-1/descriptions.jsonl"), rows)
+    if with_candidates:
+        rng = np.random.default_rng(0)
+        cands, qa = [], []
+        for r in recs:
+            wrong = [z for z in cons[r.label] if z not in r.visible]
+            for qi in range(4):
+                group = []
+                for j in range(3):
+                    claims = [z for z in r.visible if rng.random() < 0.5] + [z for z in wrong if rng.random() < 0.5]
+                    claims = claims or [r.visible[0]]
+                    good = sum(c in r.visible for c in claims) / len(claims)
+                    score = good + 0.2 * rng.standard_normal() if score_tracks_grounding else float(rng.standard_normal())
+                    ans = f"This is a {r.label if rng.random() < 0.8 else 'bird'}; " + "; ".join(claims)
+                    group.append(dict(id=r.id, label=r.label, query=qi, sample=j, answer=ans, score=score))
+                cands += group
+                best = max(group, key=lambda c: c["score"])
+                keep = best["answer"] if r.label in best["answer"] else f"This is an image of {r.label}."
+                qa.append(dict(id=r.id, label=r.label, answer=keep))
+        write_jsonl(store.path("round-2/candidates.jsonl"), cands)
+        write_jsonl(store.path("round-2/qa.jsonl"), qa)
+    return store, embed_fn
+
+def test_run_theory_writes_theorems(tmp_path):
+    store, embed_fn = _fake_run(tmp_path, with_candidates=True)
+    results = T.run_theory(store, quick=True, embed_fn=embed_fn, quality_fn=_quality)
+    saved = read_json(store.path(T.THEOREMS))
+    assert [r["id"] for r in saved] == ["consistency", "infonce_bound", "data_processing", "best_of_k"]
+    for r in saved:  # the `theorems` shape of RESULTS.md
+        assert {"id", "assumption", "measured", "threshold", "passed"} <= set(r)
+        assert r["passed"] is True, (r["id"], r.get("criteria"))
+        assert store.path(f"report/theory_{r['id']}.png").stat().st_size > 1000
+    assert saved[3]["details"]["rounds"] == [2] and saved[3]["details"]["kept_correct"] == 1.0
+    assert json.loads(json.dumps(results)) == saved
+
+def test_run_theory_best_of_k_fails_on_ungrounded_scores(tmp_path):
+    store, embed_fn = _fake_run(tmp_path, with_candidates=True, score_tracks_grounding=False)
+    r = T.run_best_of_k(store, _quality)
+    assert r["passed"] is False and not r["criteria"]["rises"]
+
+def test_run_theory_skips_what_does_not_apply(tmp_path):
+    store, embed_fn = _fake_run(tmp_path, with_candidates=False)
+    results = T.run_theory(store, quick=True, embed_fn=embed_fn, quality_fn=_quality, figures=False)
+    r4 = results[3]
+    assert r4["passed"] is None and "candidates" in r4["skipped"]
+    empty = RunStore(tmp_path / "empty", preset("quick"))
+    r1 = T.run_consistency(empty)
+    assert r1["passed"] is None and "visible" in r1["skipped"]
+
+def test_run_theory_needs_a_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        T.run_theory(tmp_path / "nothing")
