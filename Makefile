@@ -28,7 +28,7 @@ test: install
 	$(VENV)/bin/nbdev-test --n-workers 2
 
 docs: install
-	$(PY) -m selfsynth.site _docs
+	$(PY) -c "from selfsynth.site import build_site; print(build_site('_docs'))"
 
 readme: install
 	$(VENV)/bin/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN

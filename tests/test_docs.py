@@ -10,7 +10,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (.ci/run installs it)")
 def test_docs_build_and_index_renders_module_list(tmp_path):
     out = tmp_path / "_docs"
-    subprocess.run([sys.executable, "-m", "selfsynth.site", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    subprocess.run([sys.executable, "-c", f"from selfsynth.site import build_site; build_site({str(out)!r})"], cwd=ROOT, check=True, capture_output=True, timeout=900)
     notebooks = [p for p in (ROOT / "nbs").glob("*.ipynb") if p.stem != "index"]
     pages = {p.name for p in out.glob("*.html")} - {"index.html"}
     assert len(pages) == len(notebooks)
