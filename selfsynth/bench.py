@@ -1,4 +1,4 @@
-"""`selfsynth bench selection`: the vectorised concept selection against the public code's per-image loop, one JSON line.
+"""`selfsynth bench selection|sampling|sft`: each fast path of the pipeline against the public code's way, one JSON line.
 
 Docs: https://selfsynth.github.io/selfsynth/bench.html.md"""
 
@@ -6,14 +6,18 @@ Docs: https://selfsynth.github.io/selfsynth/bench.html.md"""
 
 # %% ../nbs/30_bench.ipynb #154dd579
 from __future__ import annotations
-import json, os, platform, re, sys, time
+import json, math, os, platform, re, sys, time
 from contextlib import contextmanager
 import torch
-from .config import ConfigError
+import torch.nn.functional as F
+from .config import ConfigError, RunConfig
 from .select import SelectionInputs, infonce_scores
 
 # %% auto #0
-__all__ = ['SCALES', 'synthetic_inputs', 'per_image_embeddings', 'baseline_scores', 'measure', 'bench_selection', 'bench_main']
+__all__ = ['SCALES', 'LLAVA_SHAPES', 'BOS', 'EOS', 'SAMPLING_SCALES', 'SFT_SCALES', 'synthetic_inputs', 'per_image_embeddings',
+           'baseline_scores', 'measure', 'bench_selection', 'random_llava', 'prompt_batch', 'kv_bytes_per_token',
+           'prompts_for_memory', 'copy_bandwidth', 'decode_floor_s', 'bench_sampling', 'sft_batch', 'matmul_peak',
+           'sft_step', 'sft_micro_batch', 'bench_sft', 'bench_main']
 
 # %% ../nbs/30_bench.ipynb #8fe76a43
 SCALES = dict(
@@ -94,6 +98,10 @@ def _device_name(dev: torch.device) -> str:
     n = torch.get_num_threads()
     return f"{platform.processor() or platform.machine()} ({n} thread{'s' if n > 1 else ''})"
 
+def _sig(x, p: int = 4):
+    "`x` to `p` significant digits (None stays None): a JSON line of measurements, not of float noise."
+    return None if x is None else float(f"{x:.{p}g}")
+
 def _load() -> float | None:
     "The 1-minute load average: CPU timings on a shared machine mean little without it."
     try: return round(os.getloadavg()[0], 2)
@@ -121,37 +129,280 @@ def bench_selection(shapes: dict, device="auto", baseline_images: int = 50, tau:
     with measure(dev) as opt: fast = infonce_scores(inp, tau, chunk, device=dev)
     diff = max(abs(a - b) for i, s in zip(images, slow) for a, b in zip(s, fast[i]))
     baseline_s = base["s"] * n / len(images)
-    r = lambda x, p=4: None if x is None else float(f"{x:.{p}g}")  # p significant digits
     return {"bench": "selection", "device": dev.type, "device_name": _device_name(dev),
             "shapes": dict(shapes, n_descriptions=len(inp.desc_emb), n_concepts=len(inp.concepts)),
-            "tau": tau, "chunk": chunk, "seed": seed, "baseline_s": r(baseline_s), "baseline_images_timed": len(images),
-            "baseline_timed_s": r(base["s"]), "baseline_extrapolated": len(images) < n,
-            "baseline_dtype": str(baseline_dtype).removeprefix("torch."), "optimised_s": r(opt["s"]),
-            "optimised_dtype": "float64", "speedup": r(baseline_s / opt["s"]), "max_abs_diff": r(diff, 3),
-            "peak_mem_mb": r(opt["peak_mb"]), "baseline_peak_mem_mb": r(base["peak_mb"]),
+            "tau": tau, "chunk": chunk, "seed": seed, "baseline_s": _sig(baseline_s), "baseline_images_timed": len(images),
+            "baseline_timed_s": _sig(base["s"]), "baseline_extrapolated": len(images) < n,
+            "baseline_dtype": str(baseline_dtype).removeprefix("torch."), "optimised_s": _sig(opt["s"]),
+            "optimised_dtype": "float64", "speedup": _sig(baseline_s / opt["s"]), "max_abs_diff": _sig(diff, 3),
+            "peak_mem_mb": _sig(opt["peak_mb"]), "baseline_peak_mem_mb": _sig(base["peak_mb"]),
+            "peak_mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "rss high-water mark",
+            "cpu_load_1min": _load(), "torch": torch.__version__}
+
+# %% ../nbs/30_bench.ipynb #b1e0c002
+LLAVA_SHAPES = {
+    "tiny": dict(vision=dict(hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=8),
+                 text=dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=2, vocab_size=512)),
+    "small": dict(vision=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, patch_size=8),
+                  text=dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=4, vocab_size=4096)),
+    "llava-1.5-7b": dict(  # llava-1.5-7b-hf's config.json: CLIP ViT-L/14 (336 px) and a Llama-2-7B-shaped language model
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14),
+        text=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32064)),
+}
+BOS, EOS = 1, 2  # llava-1.5's ids; <image> and <pad> take the last two ids of the vocabulary
+
+def random_llava(shape: str, image_tokens: int, device="cpu", dtype=torch.float32, seed: int = 0):
+    "A seeded random `LlavaForConditionalGeneration` of the named shape whose images make `image_tokens` tokens, in eval mode."
+    from transformers import CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    side = math.isqrt(image_tokens)
+    if side * side != image_tokens: raise ValueError(f"image_tokens must be a square (a grid of patches), not {image_tokens}")
+    sizes = LLAVA_SHAPES[shape]
+    vocab = sizes["text"]["vocab_size"]
+    ids = dict(bos_token_id=BOS, eos_token_id=EOS, pad_token_id=vocab - 1)
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(image_size=side * sizes["vision"]["patch_size"], **sizes["vision"]),
+                      text_config=LlamaConfig(max_position_embeddings=4096, **ids, **sizes["text"]),
+                      image_token_index=vocab - 2, image_seq_length=image_tokens,
+                      vision_feature_select_strategy="default", vision_feature_layer=-2)
+    torch.manual_seed(seed)
+    with torch.device(device): model = LlavaForConditionalGeneration._from_config(cfg, dtype=dtype)
+    model.generation_config = GenerationConfig(**ids)
+    return model.eval()
+
+def prompt_batch(model, prompts: int, text_tokens: int, seed: int = 0) -> dict:
+    "`prompts` model inputs of one length (`<s>`, the image's tokens, `text_tokens` random words) and random pixels."
+    cfg, g = model.config, torch.Generator().manual_seed(seed)
+    words = torch.randint(EOS + 1, cfg.text_config.vocab_size - 2, (prompts, text_tokens), generator=g)  # no special id
+    ids = torch.cat([torch.full((prompts, 1), BOS), torch.full((prompts, cfg.image_seq_length), cfg.image_token_id), words], 1)
+    side = cfg.vision_config.image_size
+    pixels = torch.randn(prompts, 3, side, side, generator=g)
+    return dict(input_ids=ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device),
+                pixel_values=pixels.to(model.device, model.dtype))
+
+# %% ../nbs/30_bench.ipynb #b1e0c004
+SAMPLING_SCALES = dict(
+    tiny=dict(model="tiny", prompts=2, samples=4, image_tokens=16, text_tokens=8, new_tokens=4),
+    small=dict(model="small", prompts=2, samples=10, image_tokens=144, text_tokens=24, new_tokens=16),
+    paper=dict(model="llava-1.5-7b", prompts=None, samples=10, image_tokens=576, text_tokens=39, new_tokens=256),
+)  # paper: 616-token prompts, the description stage's 10 samples at temperature 1 and 256 new tokens
+
+def kv_bytes_per_token(model) -> int:
+    "Bytes one token adds to one sequence's KV cache."
+    t = model.config.text_config
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    return 2 * t.num_hidden_layers * t.num_key_value_heads * head_dim * model.dtype.itemsize
+
+def prompts_for_memory(model, samples: int, seq_len: int, device, share: float = 0.5, most: int = 16) -> int:
+    "Prompts per batch whose `samples` sequences of `seq_len` tokens fill `share` of the free GPU memory with KV cache (1 on a CPU)."
+    dev = torch.device(device)
+    if dev.type != "cuda": return 1
+    free = torch.cuda.mem_get_info(dev)[0]  # the rest: the eager prefill's activations (n copies of each prompt), slack
+    return max(1, min(most, int(share * free // (samples * seq_len * kv_bytes_per_token(model)))))
+
+def copy_bandwidth(device, mib: int = 256) -> float:
+    "Memory bandwidth in bytes/s: the best of five copies of a `mib` MiB tensor (each reads and writes it)."
+    dev = torch.device(device)
+    x = torch.ones(mib * 2**18, device=dev)
+    y = torch.empty_like(x)
+    best = math.inf
+    for _ in range(5):
+        with measure(dev) as m: y.copy_(x)
+        best = min(best, m["s"])
+    return 2 * x.nbytes / best
+
+def decode_floor_s(model, sequences: int, prompt_len: int, new_tokens: int, bandwidth: float) -> float:
+    "Least time the decode steps can take at `bandwidth`: each reads the language model's weights and every sequence's KV cache once."
+    lm = model.get_decoder()
+    # a step reads one row of the input embedding and all of the output head
+    weights = sum(p.nbytes for p in lm.parameters()) - lm.get_input_embeddings().weight.nbytes + model.get_output_embeddings().weight.nbytes
+    kv = sequences * kv_bytes_per_token(model) * sum(prompt_len + t for t in range(new_tokens))
+    return (new_tokens * weights + kv) / bandwidth
+
+# %% ../nbs/30_bench.ipynb #b1e0c005
+def bench_sampling(shapes: dict, device="auto", seed: int = 0) -> dict:
+    "Time eager `generate` (each prompt copied n times, then prefilled) against the shared-prefill paths on one random LLaVA; one result dict."
+    import transformers
+    from selfsynth.models import generate_shared, resolve_device, resolve_dtype
+    dev = resolve_device(device)
+    model = random_llava(shapes["model"], shapes["image_tokens"], dev, resolve_dtype("auto", dev), seed)
+    n, new = shapes["samples"], shapes["new_tokens"]
+    prompt_len = 1 + shapes["image_tokens"] + shapes["text_tokens"]
+    prompts = shapes["prompts"] or prompts_for_memory(model, n, prompt_len + new, dev)
+    enc = prompt_batch(model, prompts, shapes["text_tokens"], seed)
+    opts = dict(do_sample=True, temperature=1.0, max_new_tokens=new, min_new_tokens=new,  # no early </s>: equal work
+                pad_token_id=model.generation_config.pad_token_id)
+    paths = {"eager": lambda: model.generate(**enc, num_return_sequences=n, **opts),
+             "shared": lambda: generate_shared(model, enc, n, **opts)}
+    if dev.type == "cuda": paths["shared-static"] = lambda: generate_shared(model, enc, n, static=True, **opts)
+    runs, tokens = {}, {}
+    for name, run in paths.items():
+        try:
+            with torch.inference_mode():
+                run()  # warm-up at the same shapes: kernels, allocator, and the compiled decode step of the static cache
+                torch.manual_seed(seed)
+                with measure(dev) as m: out = run()
+        except Exception as e:  # a fast path that fails (torch.compile, memory) must not cost the others' figures
+            if name == "eager": raise
+            runs[name] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
+            continue
+        if out.shape != (prompts * n, prompt_len + new): raise RuntimeError(f"{name}: output of shape {tuple(out.shape)}")
+        tokens[name] = out[:, prompt_len:].cpu()
+        runs[name] = dict(s=_sig(m["s"]), tokens_per_s=_sig(prompts * n * new / m["s"]), peak_mem_mb=_sig(m["peak_mb"]))
+    best = max(tokens.keys() - {"eager"}, key=lambda k: runs[k]["tokens_per_s"])
+    bandwidth = copy_bandwidth(dev, 2048 if dev.type == "cuda" else 256)
+    floor = decode_floor_s(model, prompts * n, prompt_len, new, bandwidth)
+    return {"bench": "sampling", "device": dev.type, "device_name": _device_name(dev),
+            "shapes": dict(shapes, prompts=prompts, sequences=prompts * n, prompt_tokens=prompt_len,
+                           params=sum(p.numel() for p in model.parameters())),
+            "dtype": str(model.dtype).removeprefix("torch."), "seed": seed, "baseline": "eager",
+            "baseline_tokens_per_s": runs["eager"]["tokens_per_s"], "optimised": best,
+            "optimised_tokens_per_s": runs[best]["tokens_per_s"],
+            "speedup": _sig(runs[best]["tokens_per_s"] / runs["eager"]["tokens_per_s"]), "backends": runs,
+            "same_tokens_as_eager": {k: _sig(float((tokens[k] == tokens["eager"]).float().mean())) for k in tokens if k != "eager"},
+            "bandwidth_gb_s": _sig(bandwidth / 1e9), "decode_floor_s": _sig(floor),
+            "floor_fraction": _sig(floor / runs[best]["s"]),  # of the whole call, prefill included
+            "peak_mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "rss high-water mark",
+            "cpu_load_1min": _load(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+# %% ../nbs/30_bench.ipynb #b1e0c008
+SFT_SCALES = dict(
+    tiny=dict(model="tiny", batch=4, image_tokens=16, text_tokens=8, answer_tokens=8, lora_r=4, steps=1),
+    small=dict(model="small", batch=8, image_tokens=64, text_tokens=16, answer_tokens=48, lora_r=16, steps=2),
+    paper=dict(model="llava-1.5-7b", batch=32, image_tokens=576, text_tokens=40, answer_tokens=108, lora_r=128, steps=3),
+)  # paper: 726-token samples, LoRA r 128
+
+def sft_batch(model, size: int, text_tokens: int, answer_tokens: int, seed: int = 0) -> dict:
+    "A training batch: `prompt_batch`'s prompts, `answer_tokens` random answer words and `</s>`; labels on the answer and `</s>`."
+    b = prompt_batch(model, size, text_tokens, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    words = torch.randint(EOS + 1, model.config.text_config.vocab_size - 2, (size, answer_tokens), generator=g)
+    answer = torch.cat([words, torch.full((size, 1), EOS)], 1).to(model.device)
+    ids = torch.cat([b["input_ids"], answer], 1)
+    labels = torch.full_like(ids, -100)
+    labels[:, -answer.shape[1]:] = answer
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=b["pixel_values"], labels=labels)
+
+def matmul_peak(device, dtype) -> float:
+    "Peak matmul FLOP/s of the device in `dtype`: the best of ten n × n products (n = 8192 on a GPU, 1024 on a CPU)."
+    dev = torch.device(device)
+    n = 8192 if dev.type == "cuda" else 1024
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn_like(a)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(10):
+        with measure(dev) as m: a @ b
+        best = min(best, m["s"])
+    return 2 * n**3 / best
+
+# %% ../nbs/30_bench.ipynb #b1e0c009
+def _full_logits_loss(model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+    "The public code's loss: every position's logits, in float32, summed cross-entropy over the labelled ones."
+    logits = model(**inputs, use_cache=False).logits
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+
+def sft_step(model, params, opt, batch: dict, micro: int, dtype, answer_chunk: int | None = None) -> float:
+    "One optimiser step on `batch` in micro-batches of `micro` rows; the public code's loss, or `answer_loss` in chunks of `answer_chunk`. The mean token loss."
+    from selfsynth.tune import answer_loss
+    labels = batch["labels"]
+    n_answer = (labels[:, 1:] != -100).sum()
+    total = torch.zeros((), device=labels.device)
+    for s in range(0, len(labels), micro):
+        inputs, y = {k: v[s:s + micro] for k, v in batch.items() if k != "labels"}, labels[s:s + micro]
+        with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            ce = answer_loss(model, inputs, y, answer_chunk) if answer_chunk else _full_logits_loss(model, inputs, y)
+        (ce / n_answer).backward()  # the mean over the whole batch's answer tokens, however it is split
+        total += ce.detach()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(total / n_answer)
+
+def sft_micro_batch(model, batch: dict, dtype, answer_chunk: int, share: float = 0.8) -> tuple[int, bool]:
+    "(micro-batch, checkpointing) of the optimised configuration: the largest power of two dividing the batch whose activations without checkpointing fit `share` of the free GPU memory; the whole batch on a CPU."
+    from selfsynth.tune import answer_loss
+    size, dev = len(batch["labels"]), batch["labels"].device
+    if dev.type != "cuda": return size, False
+    torch.cuda.empty_cache()
+    free = torch.cuda.mem_get_info(dev)[0]
+    one = {k: v[:1] for k, v in batch.items()}
+    with measure(dev) as m:  # one sample forward and backward: its activations (and the adapters' gradients)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            ce = answer_loss(model, {k: v for k, v in one.items() if k != "labels"}, one["labels"], answer_chunk)
+        ce.backward()
+    model.zero_grad(set_to_none=True)
+    fits = int(share * free // (m["peak_mb"] * 2**20))
+    if fits < 1: return size, True  # not one sample without checkpointing: keep it
+    micro = 1
+    while micro * 2 <= min(fits, size) and size % (micro * 2) == 0: micro *= 2
+    return micro, False
+
+# %% ../nbs/30_bench.ipynb #b1e0c00a
+def _time_sft(model, params, opt, batch, micro: int, dtype, answer_chunk, steps: int, dev) -> dict:
+    sft_step(model, params, opt, batch, micro, dtype, answer_chunk)  # warm-up: kernels, allocator, AdamW's state
+    with measure(dev) as m:
+        for _ in range(steps): sft_step(model, params, opt, batch, micro, dtype, answer_chunk)
+    return dict(s_per_step=m["s"] / steps, peak_mb=m["peak_mb"])
+
+def bench_sft(shapes: dict, device="auto", seed: int = 0, answer_chunk: int = 1024) -> dict:
+    "Time the public code's LoRA step (one pass, checkpointing, full float32 logits) against the optimised one on one random LLaVA; one result dict."
+    from selfsynth.models import resolve_device, resolve_dtype
+    from selfsynth.tune import add_lora, answer_loss, enable_checkpointing
+    dev = resolve_device(device)
+    dtype = resolve_dtype("auto", dev)
+    model = random_llava(shapes["model"], shapes["image_tokens"], dev, dtype, seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    model.config.use_cache = False
+    torch.manual_seed(seed)
+    model = add_lora(model, RunConfig(lora_r=shapes["lora_r"], lora_alpha=2 * shapes["lora_r"], lora_dropout=0.05))
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params: p.data = p.data.float()  # fp32 master weights, as `train`
+    opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
+    batch = sft_batch(model, shapes["batch"], shapes["text_tokens"], shapes["answer_tokens"], seed)
+    size, seq_len = batch["input_ids"].shape
+    model.eval()  # dropout off: both losses are then the same function of the weights
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        two, y = {k: v[:2] for k, v in batch.items() if k != "labels"}, batch["labels"][:2]
+        full, answer = float(_full_logits_loss(model, two, y)), float(answer_loss(model, two, y, answer_chunk))
+    model.train()
+    hf = model.get_base_model()
+    enable_checkpointing(hf)
+    base = _time_sft(model, params, opt, batch, size, dtype, None, shapes["steps"], dev)
+    (getattr(hf, "activation_checkpointing_disable", None) or hf.gradient_checkpointing_disable)()  # renamed in transformers 5
+    micro, checkpointing = sft_micro_batch(model, batch, dtype, answer_chunk)
+    if checkpointing: enable_checkpointing(hf)
+    fast = _time_sft(model, params, opt, batch, micro, dtype, answer_chunk, shapes["steps"], dev)
+    peak = matmul_peak(dev, dtype)
+    flops = 4 * n_params * size * seq_len  # a step: forward, and backward to the activations
+    report = lambda t, micro, ckpt, loss: dict(
+        micro_batch=micro, accumulation=size // micro, checkpointing=ckpt, loss=loss, s_per_step=_sig(t["s_per_step"]),
+        samples_per_s=_sig(size / t["s_per_step"]), mfu=_sig(flops / t["s_per_step"] / peak, 3), peak_mem_mb=_sig(t["peak_mb"]))
+    baseline = report(base, size, True, "all positions, float32 logits")
+    optimised = report(fast, micro, checkpointing, f"answer tokens, head in chunks of {answer_chunk}")
+    return {"bench": "sft", "device": dev.type, "device_name": _device_name(dev),
+            "shapes": dict(shapes, seq_len=seq_len, params=n_params, trainable_params=sum(p.numel() for p in params)),
+            "dtype": str(dtype).removeprefix("torch."), "seed": seed, "peak_tflops": _sig(peak / 1e12),
+            "baseline": baseline, "optimised": optimised,
+            "speedup": _sig(optimised["samples_per_s"] / baseline["samples_per_s"]), "mfu": optimised["mfu"],
+            "baseline_mfu": baseline["mfu"], "loss_rel_diff": _sig(abs(answer - full) / abs(full), 3),
             "peak_mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "rss high-water mark",
             "cpu_load_1min": _load(), "torch": torch.__version__}
 
 # %% ../nbs/30_bench.ipynb #fa50cf48
-_MISSING = dict(
-    sampling="needs a CUDA GPU and the fast sampling path (one prefill shared by the n samples, static KV cache with "
-             "a compiled decode step), which is not built yet (issue 8, item 1)",
-    sft="needs a CUDA GPU and the efficient SFT path (checkpointing only where memory needs it, micro-batches, "
-        "chunked cross-entropy), which is not built yet (issue 8, item 2)",
-)
+_BENCHES = dict(selection=SCALES, sampling=SAMPLING_SCALES, sft=SFT_SCALES)
 
 def bench_main(what: str, device: str = "auto", scale: str = "small", baseline_images: int | None = None,
                tau: float = 0.1, chunk: int = 8192, seed: int = 0) -> int:
     "`selfsynth bench WHAT`: print one JSON line of results; return the exit code."
-    if what in _MISSING:
-        print(f"selfsynth bench {what}: {_MISSING[what]}", file=sys.stderr); return 1
-    if what != "selection": raise ConfigError(f"unknown benchmark {what!r} (known: selection, sampling, sft)")
-    if scale not in SCALES: raise ConfigError(f"--scale: unknown scale {scale!r} (known: {', '.join(SCALES)})")
+    if what not in _BENCHES: raise ConfigError(f"unknown benchmark {what!r} (known: {', '.join(_BENCHES)})")
+    if scale not in _BENCHES[what]: raise ConfigError(f"--scale: unknown scale {scale!r} (known: {', '.join(_BENCHES[what])})")
     from selfsynth.models import resolve_device
     try: dev = resolve_device(device)
     except (ValueError, RuntimeError) as e: raise ConfigError(f"--device: {e}") from None  # e.g. cuda asked, none present
-    if baseline_images is None:  # a paper-scale loop iteration takes seconds on a CPU, about a millisecond on a GPU
-        baseline_images = (200 if dev.type == "cuda" else 20) if scale == "paper" else 50
-    res = bench_selection(SCALES[scale], dev, baseline_images, tau, chunk, seed)
+    if what == "sampling": res = bench_sampling(SAMPLING_SCALES[scale], dev, seed)
+    elif what == "sft": res = bench_sft(SFT_SCALES[scale], dev, seed)
+    else:
+        if baseline_images is None:  # a paper-scale loop iteration takes seconds on a CPU, about a millisecond on a GPU
+            baseline_images = (200 if dev.type == "cuda" else 20) if scale == "paper" else 50
+        res = bench_selection(SCALES[scale], dev, baseline_images, tau, chunk, seed)
     print(json.dumps(res), flush=True)
     return 0

@@ -13,10 +13,12 @@ import yaml
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['DATASETS', 'METHODS', 'PRESETS', 'RunConfig', 'field_docs', 'ConfigError', 'preset', 'parse_value', 'save_config',
-           'load_config', 'apply_overrides']
+__all__ = ['GEN_BACKENDS', 'DATASETS', 'METHODS', 'PRESETS', 'RunConfig', 'field_docs', 'ConfigError', 'preset', 'parse_value',
+           'save_config', 'load_config', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #429cd23d
+GEN_BACKENDS = ("eager", "shared", "shared-static")  # how `models.generate` samples (04_models)
+GEN_BACKENDS = ("eager", "shared", "shared-static")  # how `models.generate` samples (04_models)
 DATASETS = ("mini", "cub-200", "stanford-dogs", "fgvc-aircraft", "ham10000", "chest-xray", "pld")
 METHODS = ("ours", "nl", "lge", "ours_nofilter")
 
@@ -85,6 +87,7 @@ class RunConfig:
     judge: str = "offline"  # `offline` or `llm` (OpenAI-compatible endpoint from the environment)
     fs_model: str | None = None  # Causal LM scoring fluency (perplexity); None = the base model's language model
     gen_batch_size: int = 16  # Prompts per generation batch
+    gen_backend: str = "shared"  # Sampling: `shared` (one prefill per prompt for its n samples), `shared-static` (+ static KV cache, compiled decode on GPU) or `eager` (`num_return_sequences`); same samples, different speed
 
 # %% ../nbs/00_config.ipynb #c55ac75b
 def field_docs() -> dict:
@@ -168,6 +171,8 @@ def validated(self: RunConfig) -> RunConfig:
     if self.tau <= 0: raise ConfigError("config key 'tau' must be > 0")
     if not 0 <= self.query_p_simple <= 1: raise ConfigError("config key 'query_p_simple' must be in [0, 1]")
     if self.rounds < 1: raise ConfigError("config key 'rounds' must be >= 1")
+    if self.gen_backend not in GEN_BACKENDS:
+        raise ConfigError(f"config key 'gen_backend': unknown {self.gen_backend!r} (known: {', '.join(GEN_BACKENDS)})")
     return self
 
 @patch

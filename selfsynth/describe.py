@@ -156,7 +156,7 @@ def _describe_chunk(ctx, recs, root, prompts, model_cache) -> list[dict]:
     answers = models.generate(model, processor, [im for im in images for _ in prompts], [p for _ in recs for p in prompts],
                               n=cfg.describe_samples, temperature=cfg.describe_temperature,
                               max_new_tokens=cfg.describe_max_new_tokens, seed=seed_for(cfg.seed, "describe", recs[0].id),
-                              batch_size=cfg.gen_batch_size, desc="describe")
+                              batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, desc="describe")
     rows = []
     for i, r in enumerate(recs):
         kept, dropped = [], []

@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
+from .config import GEN_BACKENDS
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'LLAVA_CHAT_TEMPLATE', 'GENERIC_TEXT', 'MINI_SIZES', 'TINY_SIZES', 'resolve_device', 'resolve_dtype',
-           'train_tokenizer', 'new_llava', 'save_llava', 'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt',
-           'generate', 'load_text_encoder', 'embed']
+__all__ = ['SPECIAL_TOKENS', 'LLAVA_CHAT_TEMPLATE', 'GENERIC_TEXT', 'MINI_SIZES', 'TINY_SIZES', 'SAMPLING_BACKENDS',
+           'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava', 'save_llava', 'make_random_llava',
+           'load_vlm', 'load_image', 'chat_prompt', 'generate', 'shared_prefix_cache', 'generate_shared',
+           'load_text_encoder', 'embed']
 
 # %% ../nbs/04_models.ipynb #187d34f3
 def resolve_device(name: str = "auto") -> torch.device:
@@ -188,14 +190,16 @@ def _batch_seed(seed: int, start: int) -> int:
     return (seed * 1_000_003 + start) % (2**63 - 1)
 
 def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64,
-             do_sample=True, seed=0, batch_size=16, desc=None) -> list[list[str]]:
+             do_sample=True, seed=0, batch_size=16, desc=None, backend="eager") -> list[list[str]]:
     "For each (image, question) pair, `n` decoded answers. Images are PIL images or paths. Greedy if not `do_sample`."
     images, questions = list(images), list(questions)
     if len(images) != len(questions): raise ValueError(f"generate: {len(images)} images but {len(questions)} questions")
+    if backend not in SAMPLING_BACKENDS: raise ValueError(f"generate: unknown backend {backend!r} (known: {', '.join(SAMPLING_BACKENDS)})")
     tok, dev = processor.tokenizer, model.device
     opts = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, do_sample=do_sample)
     # top_k is left to the model's generation config (transformers' default 50), as in the paper's HF-based code
-    if do_sample: opts.update(temperature=temperature, top_p=top_p, num_return_sequences=n)
+    if do_sample: opts.update(temperature=temperature, top_p=top_p)
+    k = n if do_sample else 1  # greedy: one answer, repeated n times
     side, tok.padding_side = tok.padding_side, "left"
     out = []
     try:
@@ -206,12 +210,46 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
             enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode():
                 torch.manual_seed(_batch_seed(seed, start))
-                ids = model.generate(**enc, **opts)
+                if backend == "eager": ids = model.generate(**enc, **opts, num_return_sequences=k)
+                else: ids = generate_shared(model, enc, k, static=backend == "shared-static", **opts)
             texts = [t.strip() for t in tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
-            k = n if do_sample else 1  # greedy: one answer, repeated n times
             out += [texts[i * k:(i + 1) * k] * (n // k) for i in range(len(prompts))]
     finally: tok.padding_side = side
     return out
+
+# %% ../nbs/04_models.ipynb #9b2c4d1e
+SAMPLING_BACKENDS = GEN_BACKENDS  # eager (`num_return_sequences`), one shared prefill, + static cache
+_STATIC_ROUND = 64  # static cache lengths are rounded up to this: fewer distinct shapes to compile
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    "Position ids as `generate` derives them from a left-padded attention mask (padding at 0)."
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+def shared_prefix_cache(model, enc, n: int, static_len: int | None = None):
+    "KV cache of every prompt in `enc` but its last token, computed once and repeated for `n` samples each; a `StaticCache` of `static_len` positions if given."
+    from transformers import DynamicCache, StaticCache
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}  # pixel_values: prefill only
+    prefix = DynamicCache(config=model.config)
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask)[:, :-1], cache=prefix,
+          use_cache=True, logits_to_keep=1, **media)
+    if static_len is None:
+        prefix.batch_repeat_interleave(n)
+        return prefix
+    cache = StaticCache(config=model.config, max_cache_len=static_len)
+    for layer, (keys, values, _) in enumerate(prefix):
+        cache.update(keys.repeat_interleave(n, 0), values.repeat_interleave(n, 0), layer)
+    return cache
+
+def generate_shared(model, enc, n: int, *, max_new_tokens: int, static: bool = False, **opts) -> torch.Tensor:
+    "`model.generate(**enc, num_return_sequences=n, max_new_tokens=..., **opts)`, with one prefill per prompt shared by its `n` samples."
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if ids.shape[1] < 2: raise ValueError("generate_shared: prompts need at least two tokens (one to prefill, one to feed)")
+    static_len = -(-(ids.shape[1] + max_new_tokens) // _STATIC_ROUND) * _STATIC_ROUND if static else None
+    with torch.inference_mode():
+        cache = shared_prefix_cache(model, enc, n, static_len)
+        return model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
+                              cache=cache, max_new_tokens=max_new_tokens, **opts)
 
 # %% ../nbs/04_models.ipynb #2d427727
 _PACKAGED = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")

@@ -8,14 +8,12 @@ Docs: https://selfsynth.github.io/selfsynth/rejection.html.md"""
 from __future__ import annotations
 import logging, math, random
 from collections import Counter
-from pathlib import Path
 import torch
 from .config import RunConfig, METHODS
-from .store import RunStore, read_jsonl, write_jsonl
-from .data import read_concepts, check_labels, Record
-from .describe import dataset_files, train_records, seed_for
+from .store import RunStore, write_jsonl
+from .describe import dataset_files, seed_for
 from .select import SELECTED, embed_texts, label_concept_table
-from .synthesize import QUERIES, contains_label, fallback_answer, nl_answer
+from .synthesize import QUERIES, contains_label, fallback_answer, nl_answer, selected_with_images
 from .tune import round_dir
 
 log = logging.getLogger("selfsynth")
@@ -109,7 +107,7 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
     pil = {s["id"]: models.load_image(images[s["id"]]) for s in sels}
     answers = models.generate(model, processor, [pil[s["id"]] for s, qs in zip(sels, queries) for _ in qs],
                               [q for qs in queries for _, q in qs], n=cfg.rs_samples, temperature=cfg.rs_temperature,
-                              top_p=cfg.rs_top_p, max_new_tokens=cfg.rs_max_new_tokens, batch_size=cfg.gen_batch_size,
+                              top_p=cfg.rs_top_p, max_new_tokens=cfg.rs_max_new_tokens, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend,
                               seed=seed_for(cfg.seed, "rejection", method, k, sels[0]["id"]), desc=f"rejection/{method}/round-{k}")
     rows, it = [], iter(answers)
     for s, qs in zip(sels, queries):
@@ -165,13 +163,7 @@ def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64
     manifest_rel, concepts_rel = dataset_files(cfg)
     model_rel = f"{round_dir(method, k - 1)}/merged"
     def run(ctx):
-        sels = read_jsonl(ctx.path(SELECTED))
-        concepts = read_concepts(ctx.path(concepts_rel))
-        check_labels([Record(s["id"], "", s["label"], "train") for s in sels], concepts, ctx.path(concepts_rel))
-        recs, root = train_records(store)
-        images = {r.id: str(r.image_path(root).resolve()) for r in recs}
-        if missing := [s["id"] for s in sels if s["id"] not in images]:
-            raise ValueError(f"{ctx.path(SELECTED)}: image {missing[0]!r} is not a training image of {ctx.path(manifest_rel)}")
+        sels, concepts, images = selected_with_images(store)
         if method == "nl":
             rows, cands = nl_pairs(sels, images, k, cfg), []
         else:

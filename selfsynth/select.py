@@ -101,6 +101,24 @@ def _by_image(owner: torch.Tensor, n_images: int) -> list:
     order = owner.argsort(stable=True)
     return list(order.split(torch.bincount(owner, minlength=n_images).tolist()))
 
+def _rows_table(owner: torch.Tensor, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "([n_images, max m] description rows of each image in row order, padded with 0; the mask of the real ones)."
+    counts = torch.bincount(owner, minlength=n_images)
+    order = owner.argsort(stable=True)
+    slot = torch.arange(len(owner), device=owner.device) - (counts.cumsum(0) - counts)[owner[order]]
+    rows = torch.zeros(n_images, max(max(counts.tolist(), default=0), 1), dtype=torch.long, device=owner.device)
+    rows[owner[order], slot] = order
+    return rows, torch.arange(rows.shape[1], device=owner.device) < counts[:, None]
+
+def _concepts_table(inp: SelectionInputs, device) -> tuple[torch.Tensor, list]:
+    "([n_images, max |Z_c|] concept indices of each image's class, padded with 0; |Z_c| of each image)."
+    width = max(map(len, inp.label_concepts.values()), default=0)
+    padded = [J + [0] * (width - len(J)) for J in inp.label_concepts.values()]
+    table = torch.tensor(padded, dtype=torch.long).view(len(padded), width)
+    where = {label: k for k, label in enumerate(inp.label_concepts)}
+    of_image = torch.tensor([where[label] for label in inp.labels], dtype=torch.long)
+    return table[of_image].to(device), [len(inp.label_concepts[label]) for label in inp.labels]
+
 def infonce_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, first_n: int | None = None,
                    device="cpu") -> list[list[float]]:
     "s(z) for every image (row order) and every concept of its class (Z_c order), in float64."
@@ -109,12 +127,16 @@ def infonce_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, fi
     n = len(inp.ids)
     neg = leave_one_out_logsumexp(image_logsumexp(desc, owner, inp.concept_emb, n, tau, chunk))  # [n, K]
     c = inp.concept_emb.to(device, torch.float64)
+    rows, real = _rows_table(owner, n)  # [n, m]
+    J, sizes = _concepts_table(inp, device)  # [n, Z]
+    step = max(1, chunk // rows.shape[1])  # images per step
     out = []
-    for i, rows in enumerate(_by_image(owner, n)):
-        J = torch.tensor(inp.image_concepts(i), dtype=torch.long, device=device)
-        pos = desc[rows].to(torch.float64) @ c[J].T / tau  # [m, |Z_c|]
-        out.append((pos - torch.logaddexp(pos, neg[i, J])).sum(0).tolist())
-    return out
+    for s in range(0, n, step):
+        Js = J[s:s + step]
+        pos = desc[rows[s:s + step]].to(torch.float64) @ c[Js].transpose(1, 2) / tau  # [b, m, Z]
+        terms = pos - torch.logaddexp(pos, neg[s:s + step].gather(1, Js)[:, None])
+        out.append(terms.masked_fill(~real[s:s + step, :, None], 0).sum(1))  # [b, Z]
+    return [scores[:k] for scores, k in zip(torch.cat(out).tolist(), sizes)]
 
 # %% ../nbs/11_select.ipynb #6ee28e73
 def _top(scores: list, k: int) -> list[int]:

@@ -19,7 +19,8 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'SIMPLE', 'EXPLAIN', 'COT', 'KINDS', 'QUERIES', 'SYNTH_FIELDS', 'query_pool', 'sample_kind', 'sample_query',
            'rewrite_prompt', 'normalize_label', 'contains_label', 'label_ratio', 'check_answer', 'fallback_answer',
-           'nl_answer', 'image_rng', 'plan_image', 'finish_image', 'qa_path', 'synthesize_stage']
+           'nl_answer', 'image_rng', 'plan_image', 'finish_image', 'qa_path', 'selected_with_images',
+           'synthesize_stage']
 
 # %% ../nbs/12_synthesize.ipynb #33ad444b
 SIMPLE = [
@@ -212,7 +213,7 @@ def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]
         flat = models.generate(model, processor, [pil[s["id"]] for s, p in zip(sels, plans) for _ in p],
                                [x["prompt"] for p in plans for x in p], n=1, temperature=cfg.synth_temperature,
                                max_new_tokens=cfg.synth_max_new_tokens, seed=seed_for(cfg.seed, "synthesize", method, sels[0]["id"]),
-                               batch_size=cfg.gen_batch_size, desc=f"synthesize/{method}")
+                               batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, desc=f"synthesize/{method}")
         it = iter(a[0] for a in flat)
         answers = [[next(it) for _ in p] for p in plans]
     return [r for s, p, a in zip(sels, plans, answers)
@@ -231,19 +232,26 @@ def _counts(rows: list, method: str, images: int) -> dict:
                  fuzzy_rate=round(src["fuzzy"] / checked, 4), fallback_rate=round(src["fallback"] / checked, 4))
     return c
 
+def selected_with_images(store: RunStore) -> tuple[list, dict, dict]:
+    """(selections, concepts, {image id: image path}) of the run: every selection's label must be a concept-file
+    class and its image a training image of the manifest, else a `ValueError` naming the file."""
+    manifest_rel, concepts_rel = dataset_files(store.cfg)
+    sels = read_jsonl(store.path(SELECTED))
+    concepts = read_concepts(store.path(concepts_rel))
+    check_labels([Record(s["id"], "", s["label"], "train") for s in sels], concepts, store.path(concepts_rel))
+    recs, root = train_records(store)
+    images = {r.id: str(r.image_path(root).resolve()) for r in recs}
+    if missing := [s["id"] for s in sels if s["id"] not in images]:
+        raise ValueError(f"{store.path(SELECTED)}: image {missing[0]!r} is not a training image of {store.path(manifest_rel)}")
+    return sels, concepts, images
+
 def synthesize_stage(store: RunStore, method: str = "ours", chunk_images: int = 64) -> dict:
     "Stage `synthesize/<method>`: round-1 training pairs of `method` -> `qa_path(method)`; returns the manifest."
     cfg, out = store.cfg, qa_path(method)
     manifest_rel, concepts_rel = dataset_files(cfg)
     inputs = [SELECTED, manifest_rel, concepts_rel] + (model_inputs(cfg) if method != "nl" else [])
     def run(ctx):
-        sels = read_jsonl(store.path(SELECTED))
-        concepts = read_concepts(store.path(concepts_rel))
-        check_labels([Record(s["id"], "", s["label"], "train") for s in sels], concepts, store.path(concepts_rel))
-        recs, root = train_records(store)
-        images = {r.id: str(r.image_path(root).resolve()) for r in recs}
-        if missing := [s["id"] for s in sels if s["id"] not in images]:
-            raise ValueError(f"{store.path(SELECTED)}: image {missing[0]!r} is not a training image of {store.path(manifest_rel)}")
+        sels, concepts, images = selected_with_images(store)
         cache = {}
         rows = ctx.chunked(out).run(sels, lambda chunk: _synth_chunk(ctx, chunk, method, images, concepts, cache),
                                     chunk_images, desc=f"synthesize/{method}")

@@ -22,7 +22,7 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'encode_batch', 'lora_targets', 'projector_name', 'add_lora',
            'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing', 'train',
-           'save_tuned', 'main', 'launch_train', 'round_dir', 'image_root', 'start_model', 'tune_stage']
+           'answer_loss', 'save_tuned', 'main', 'launch_train', 'round_dir', 'image_root', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -249,6 +249,24 @@ def _examples(samples, idx, cfg: RunConfig, step: int):
         if cfg.augment: im, _ = augment(im, random.Random(f"{cfg.seed}-{step}-{i}"))
         images.append(im)
     return images, [samples[i]["question"] for i in idx], [samples[i]["answer"] for i in idx]
+
+# %% ../nbs/13_tune.ipynb #5d2b8f41
+def _head_cross_entropy(head, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), target, reduction="sum")
+
+def answer_loss(model, inputs: dict, labels: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    "Summed cross-entropy of the answer tokens (`labels` != -100), the LM head applied to `chunk` of them at a time."
+    from torch.utils.checkpoint import checkpoint
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the LoRA layers sit inside
+    hidden = inner.model(**inputs, use_cache=False).last_hidden_state  # [B, T, H], after the final norm
+    target = labels[:, 1:]  # token t predicts token t+1
+    answer = target != -100
+    hidden, target = hidden[:, :-1][answer], target[answer]  # [A, H], [A]
+    head = inner.get_output_embeddings()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for s in range(0, len(target), chunk):  # a chunk's logits are recomputed in the backward pass, not kept
+        total = total + checkpoint(_head_cross_entropy, head, hidden[s:s + chunk], target[s:s + chunk], use_reentrant=False)
+    return total
 
 # %% ../nbs/13_tune.ipynb #5ff93203
 def save_tuned(model, processor, out_dir, dtype=torch.float32) -> Path:

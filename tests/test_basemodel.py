@@ -47,13 +47,21 @@ def test_descriptions_vary():
     assert len({describe_text(a, rng) for _ in range(30)}) >= 25
 
 
-def test_made_up_names_share_no_word_with_any_world_name():
+def test_made_up_names_never_contain_a_world_class_name():
+    from selfsynth.synthesize import normalize_label
     rng = np.random.default_rng(0)
-    names = {made_up_name(rng) for _ in range(500)}
-    real = {c.name for s in range(5) for c in world.world_spec(s, world.MAX_CLASSES).classes}
-    words = {w.lower() for n in real for w in n.replace("-", " ").split()}
-    assert len(names) > 400
-    assert not any(w.lower() in words for n in names for w in n.replace("-", " ").split())
+    names = [normalize_label(made_up_name(rng)) for _ in range(3000)]
+    real = {normalize_label(c.name) for s in range(8) for c in world.world_spec(s, world.MAX_CLASSES).classes}
+    assert len(set(names)) > 2500
+    assert not [n for n in names if any(r in n for r in real)]
+
+
+def test_rewrite_facts_are_never_expert_phrases():
+    rng = np.random.default_rng(1)
+    concept_phrases = [z.lower() for z in world.CONCEPT_TEXT.values()]
+    for a in _birds(60):
+        prompt, _ = rewrite_example(a, rng)
+        assert not any(z in prompt.lower() for z in concept_phrases), prompt
 
 
 def test_rewrite_prompt_matches_synthesis_and_answer_names_label():

@@ -74,13 +74,6 @@ def test_measure_reports_peak_above_start():
     assert m["s"] >= 0 and (m["peak_mb"] is None or 100 < m["peak_mb"] < 1000)
 
 
-def test_unbuilt_benchmarks_say_so_and_fail(capsys):
-    for what in ("sampling", "sft"):
-        assert bench_main(what) == 1
-        out = capsys.readouterr()
-        assert out.out == "" and f"bench {what}:" in out.err and "not built yet" in out.err and out.err.count("\n") == 1
-
-
 def test_bad_arguments_are_config_errors():
     with pytest.raises(ConfigError, match="huge"): bench_main("selection", scale="huge")
     with pytest.raises(ConfigError, match="unknown benchmark"): bench_main("nothing")

@@ -62,6 +62,3 @@ def test_cli_refuses_a_run_dir_of_another_config(tmp_path, capsys):
     assert (run / "config.json").read_text() == before and sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
-def test_cli_unbuilt_part_says_so(capsys):
-    assert main(["bench", "sft"]) == 1
-    assert "not built yet" in capsys.readouterr().err
