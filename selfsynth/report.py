@@ -19,12 +19,13 @@ from .evaluate import eval_path, summarise, base_model_properties, device_name, 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'TABLE1_METHODS', 'STUDY_NAMES', 'TIMING_GROUPS',
-           'RESULTS_KEYS', 'paper_table', 'paper_dataset', 'collect_results', 'to_markdown', 'to_latex', 'write_table',
-           'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci', 'selection_scores',
-           'concept_selection', 'visible_map', 'figure5', 'encoder_precision_stage', 'precision_by_encoder', 'table13',
-           'accuracy_figure', 'example_answers', 'examples_figure', 'examples_markdown', 'timing', 'git_commit',
-           'run_device', 'concept_selection_json', 'results_json', 'build_report']
+__all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'TABLE1_METHODS', 'STUDY_NAMES', 'TAUS',
+           'TIMING_GROUPS', 'RESULTS_KEYS', 'paper_table', 'paper_dataset', 'collect_results', 'to_markdown',
+           'to_latex', 'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8',
+           'mean_ci', 'selection_scores', 'concept_selection', 'visible_map', 'figure5', 'encoder_precision_stage',
+           'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'accuracy_figure', 'example_answers',
+           'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
+           'results_json', 'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -252,31 +253,44 @@ def figure5(sel: pd.DataFrame, path, ns=(1, 2, 5, 10, 20, 30)) -> Path:
     return Path(path)
 
 # %% ../nbs/21_report.ipynb #36a5246c
-def encoder_precision_stage(store: RunStore, name: str) -> dict:
-    "Stage `report/encoder/<name>`: precision (mean, 95 % interval) of the InfoNCE selection with text encoder `name`."
+def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None) -> dict:
+    "Stage `report/encoder/<name>[/tau-<tau>]`: precision (mean, 95 % interval) of the InfoNCE selection with text encoder `name` (at `tau`; None = the run's)."
     from selfsynth.describe import DESCRIPTIONS, dataset_files
     from selfsynth.data import read_concepts
     from selfsynth.select import embed_inputs, select_ib
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    out, (manifest_rel, concepts_rel) = f"report/selection_by_encoder/{safe}.json", dataset_files(store.cfg)
+    suffix = "" if tau is None else f"/tau-{tau:g}"
+    out, (manifest_rel, concepts_rel) = f"report/selection_by_encoder/{safe}{suffix}.json", dataset_files(store.cfg)
     def run(ctx):
         cfg = ctx.cfg
         rows = [r for r in read_jsonl(store.path(DESCRIPTIONS)) if r["descriptions"]]
         inp = embed_inputs(rows, read_concepts(store.path(concepts_rel)), text_encoder(name, cfg.device))
         visible = visible_map(store)
-        sel = select_ib(inp, cfg.tau, cfg.select_std, cfg.select_min, cfg.select_chunk)
+        sel = select_ib(inp, cfg.tau if tau is None else tau, cfg.select_std, cfg.select_min, cfg.select_chunk)
         p = [selection_scores(r["selected"], visible[r["id"]])[0] for r in sel if visible.get(r["id"]) is not None]
         m, lo, hi = mean_ci(p, cfg.seed)
-        res = dict(encoder=name, precision=m, low=lo, high=hi, images=len(p))
+        res = dict(encoder=name, tau=cfg.tau if tau is None else tau, precision=m, low=lo, high=hi, images=len(p))
         write_json(ctx.path(out), res)
         return res
-    return store.stage(f"report/encoder/{safe}", run, fields=["tau", "select_std", "select_min", "seed"],
+    return store.stage(f"report/encoder/{safe}{suffix}", run, fields=(["tau"] if tau is None else []) + ["select_std", "select_min", "seed"],
                        inputs=[DESCRIPTIONS, manifest_rel, concepts_rel], outputs=[out])["counts"]
 
 def precision_by_encoder(store: RunStore, encoders) -> dict:
     "{encoder: (precision, low, high)} of the InfoNCE selection with each text encoder, on all descriptions."
     return {n: (c["precision"], c["low"], c["high"]) for n in dict.fromkeys(encoders)
             for c in [encoder_precision_stage(store, n)]}
+
+TAUS = (0.01, 0.1, 0.3, 1.0)  # METHOD.md: the public code uses 0.1, its comment says 0.01; report both (and wider)
+
+def precision_by_tau(store: RunStore, taus=TAUS) -> dict:
+    "{tau: (precision, low, high)} of the InfoNCE selection with the run's text encoder at each temperature."
+    return {t: (c["precision"], c["low"], c["high"]) for t in dict.fromkeys(taus)
+            for c in [encoder_precision_stage(store, store.cfg.retriever, t)]}
+
+def tau_table(by_tau: dict, run_tau: float) -> pd.DataFrame:
+    "Selection precision (%) by InfoNCE temperature, the run's own τ marked."
+    return pd.DataFrame([{"tau": f"{t:g}" + (" (this run)" if t == run_tau else ""), "precision (%)": 100 * v[0],
+                          "95% interval": f"{100 * v[1]:.1f}–{100 * v[2]:.1f}"} for t, v in by_tau.items()])
 
 def table13(by_encoder: dict) -> pd.DataFrame:
     "Table 13 analogue: selection precision (%) by text encoder, this run and the paper."
@@ -393,9 +407,10 @@ def run_device(store: RunStore) -> str:
     from selfsynth.models import resolve_device
     return device_name(resolve_device(store.cfg.device))
 
-def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns) -> dict:
-    "RESULTS.md's `concept_selection`: curves at each n (n-independent selectors repeated), intervals, by encoder."
-    out = dict(n_descriptions=[], precision={}, recall={}, precision_ci={}, by_text_encoder={k: None if v[0] is None else round(v[0], 4) for k, v in by_encoder.items()})
+def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_tau: dict | None = None) -> dict:
+    "RESULTS.md's `concept_selection`: curves at each n (n-independent selectors repeated), intervals, by encoder and by τ."
+    out = dict(n_descriptions=[], precision={}, recall={}, precision_ci={}, by_text_encoder={k: None if v[0] is None else round(v[0], 4) for k, v in by_encoder.items()},
+               by_tau={f"{t:g}": round(v[0], 4) for t, v in (by_tau or {}).items()})
     if sel is None or not len(sel): return out
     curve = sorted(set(sel[sel.selector == "infonce"].n.dropna().astype(int)))
     have = [n for n in curve if n in ns or n == curve[-1]]  # the requested n, and all m descriptions
@@ -410,7 +425,8 @@ def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns) -> di
         out["precision_ci"][m] = [[f(at(n, "precision_lo")), f(at(n, "precision_hi"))] for n in have]
     return out
 
-def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_encoder: dict, ns, base_model: dict) -> dict:
+def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_encoder: dict, ns, base_model: dict,
+                 by_tau: dict | None = None) -> dict:
     "The `results.json` object (RESULTS.md)."
     cfg, info = store.cfg, dataset_info(store)
     keep = ("round", "accuracy", "ee", "cs", "fs", "grounded_precision", "accuracy_strict", "n")
@@ -421,7 +437,7 @@ def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_en
                              train_total=info["train"], test_total=info["test"]),
                 base_model={k: v for k, v in base_model.items() if k != "missing"},
                 methods={m: [{k: e.get(k) for k in keep} for e in es] for m, es in results["methods"].items()},
-                concept_selection=concept_selection_json(sel, by_encoder, ns),
+                concept_selection=concept_selection_json(sel, by_encoder, ns, by_tau),
                 theorems=read_json(tp) if tp.exists() else [],
                 timing_s=timing(store), judge=cfg.judge, missing_methods=results["missing"],
                 missing_rounds=results["missing_rounds"])
@@ -462,6 +478,8 @@ def build_report(store: RunStore, encoders=(), ns=(1, 2, 5, 10, 20, 30), n_examp
         write_text(out / "figure5.csv", sel.to_csv(index=False))
         figure5(sel, out / "figure5_concept_selection.png", ns)
         tables.append(("table13", table13(by_enc), "Table 13 analogue: concept-selection precision by text encoder"))
+        by_tau = precision_by_tau(store)
+        tables.append(("selection_by_tau", tau_table(by_tau, cfg.tau), f"Concept-selection precision by InfoNCE temperature τ ({cfg.retriever})"))
     for name, df, caption in tables:
         write_table(df, out, name, caption)
         md += [f"## {caption}", "", to_markdown(df)]
@@ -476,7 +494,7 @@ def build_report(store: RunStore, encoders=(), ns=(1, 2, 5, 10, 20, 30), n_examp
         md += ["## Example answers", "", "![examples](examples.png)", "", examples_markdown(examples, out)]
     base = base_model_properties(store)
     if base["missing"]: notes.append("Base-model properties without: " + ", ".join(base["missing"]) + ".")
-    res = results_json(store, results, sel, by_enc, ns, base)
+    res = results_json(store, results, sel, by_enc, ns, base, by_tau if sel is not None else None)
     write_json(out / "results.json", res)
     md[2:2] = (["## Notes", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
     write_text(out / "report.md", "\n".join(md) + "\n")

@@ -99,7 +99,7 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
         "## CS per round\n\n" + md("cs_per_iteration"),
         "## Table 8 analogue\n\n" + md("table8"),
         "## Figure 5 analogue: concept-selection precision\n\n![figure 5](figures/figure5_concept_selection.png)\n\n"
-        + md("table13"),
+        + md("table13") + "\n\n### By InfoNCE temperature\n\n" + md("selection_by_tau"),
         "## Example answers\n\n![examples](figures/examples.png)",
         "## Theory checks\n\n| check | measured | threshold | passed |\n|---|---:|---:|---|\n" + "".join(
             f"| {t['id']} | {t.get('measured')} | {t.get('threshold')} | {t.get('passed')} |\n" for t in res.get("theorems", []))
