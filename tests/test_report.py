@@ -156,3 +156,14 @@ def test_report_template_runs_under_papermill(run, tmp_path):
     out = execute(store, "report", "report-test", direct=False, n_examples=1)
     nb = json.loads(out.read_text())
     assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
+
+
+def test_selection_precision_by_tau(run):
+    store, res, _ = run
+    by_tau = res["concept_selection"]["by_tau"]
+    assert list(by_tau) == ["0.01", "0.1", "0.3", "1"]
+    # the run's own τ (0.1) and the by-encoder figure are the same selection, computed by separate stages
+    assert by_tau["0.1"] == res["concept_selection"]["by_text_encoder"]["all-MiniLM-L6-v2"]
+    assert len(set(by_tau.values())) > 1 and all(0 <= v <= 1 for v in by_tau.values())
+    md = store.path("report/selection_by_tau.md").read_text()
+    assert "0.1 (this run)" in md and md.count("\n|") >= 5
