@@ -6,18 +6,21 @@ Docs: https://selfsynth.github.io/selfsynth/bench.html.md"""
 
 # %% ../nbs/30_bench.ipynb #154dd579
 from __future__ import annotations
-import json, math, os, platform, re, sys, time
+import datetime, json, logging, math, os, platform, re, sys, time
+from pathlib import Path
 from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from .config import ConfigError, RunConfig
 from .select import SelectionInputs, infonce_scores
 
+log = logging.getLogger("selfsynth")
+
 # %% auto #0
-__all__ = ['SCALES', 'LLAVA_SHAPES', 'BOS', 'EOS', 'SAMPLING_SCALES', 'SFT_SCALES', 'synthetic_inputs', 'per_image_embeddings',
-           'baseline_scores', 'measure', 'bench_selection', 'random_llava', 'prompt_batch', 'kv_bytes_per_token',
-           'prompts_for_memory', 'copy_bandwidth', 'decode_floor_s', 'bench_sampling', 'sft_batch', 'matmul_peak',
-           'sft_step', 'sft_micro_batch', 'bench_sft', 'bench_main']
+__all__ = ['log', 'SCALES', 'LLAVA_SHAPES', 'BOS', 'EOS', 'SAMPLING_SCALES', 'SFT_SCALES', 'synthetic_inputs',
+           'per_image_embeddings', 'baseline_scores', 'measure', 'bench_selection', 'random_llava', 'prompt_batch',
+           'kv_bytes_per_token', 'prompts_for_memory', 'copy_bandwidth', 'decode_floor_s', 'bench_sampling',
+           'sft_batch', 'matmul_peak', 'sft_step', 'sft_micro_batch', 'bench_sft', 'save_result', 'bench_main']
 
 # %% ../nbs/30_bench.ipynb #8fe76a43
 SCALES = dict(
@@ -390,8 +393,18 @@ def bench_sft(shapes: dict, device="auto", seed: int = 0, answer_chunk: int = 10
 # %% ../nbs/30_bench.ipynb #fa50cf48
 _BENCHES = dict(selection=SCALES, sampling=SAMPLING_SCALES, sft=SFT_SCALES)
 
+def save_result(res: dict, what: str, folder) -> Path:
+    "Merge one benchmark's result into `folder/<device>-<date>.json` (keys `device`, `selection`, `sampling`, `sft`)."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", res["device_name"].lower()).strip("-")
+    path = folder / f"{slug}-{datetime.date.today().isoformat()}.json"
+    data = json.loads(path.read_text()) if path.exists() else {"device": res["device_name"]}
+    data[what] = res
+    tmp = path.with_suffix(".tmp"); tmp.write_text(json.dumps(data, indent=1) + "\n"); tmp.replace(path)
+    return path
+
 def bench_main(what: str, device: str = "auto", scale: str = "small", baseline_images: int | None = None,
-               tau: float = 0.1, chunk: int = 8192, seed: int = 0) -> int:
+               tau: float = 0.1, chunk: int = 8192, seed: int = 0, save: str | None = None) -> int:
     "`selfsynth bench WHAT`: print one JSON line of results; return the exit code."
     if what not in _BENCHES: raise ConfigError(f"unknown benchmark {what!r} (known: {', '.join(_BENCHES)})")
     if scale not in _BENCHES[what]: raise ConfigError(f"--scale: unknown scale {scale!r} (known: {', '.join(_BENCHES[what])})")
@@ -405,4 +418,5 @@ def bench_main(what: str, device: str = "auto", scale: str = "small", baseline_i
             baseline_images = (200 if dev.type == "cuda" else 20) if scale == "paper" else 50
         res = bench_selection(SCALES[scale], dev, baseline_images, tau, chunk, seed)
     print(json.dumps(res), flush=True)
+    if save: log.info(f"bench {what}: saved to {save_result(res, what, save)}")
     return 0

@@ -80,7 +80,7 @@ def _cmd_data(a):
 
 def _cmd_bench(a):
     from selfsynth.bench import bench_main
-    return bench_main(a.what, a.device, a.scale, a.baseline_images, a.tau, a.chunk)
+    return bench_main(a.what, a.device, a.scale, a.baseline_images, a.tau, a.chunk, save=a.save)
 
 # %% ../nbs/40_cli.ipynb #bd3c4636
 def parser() -> argparse.ArgumentParser:
@@ -111,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline-images", type=int, help="images the per-image loop is timed on (default 50)")
     r.add_argument("--tau", type=float, default=0.1, help="InfoNCE temperature")
     r.add_argument("--chunk", type=int, default=8192, help="description rows per chunk of the vectorised path")
+    r.add_argument("--save", metavar="DIR", help="also merge the result into DIR/<device>-<date>.json (e.g. benchmarks/results)")
     r.set_defaults(fn=_cmd_bench)
     return p
 

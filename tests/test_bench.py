@@ -79,3 +79,13 @@ def test_bad_arguments_are_config_errors():
     with pytest.raises(ConfigError, match="unknown benchmark"): bench_main("nothing")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="--device"): bench_main("selection", device="cuda", scale="tiny")
+
+
+def test_save_result_merges_benchmarks_of_one_device(tmp_path):
+    from selfsynth.bench import save_result
+    p1 = save_result({"device_name": "NVIDIA H200", "speedup": 150.0}, "selection", tmp_path)
+    p2 = save_result({"device_name": "NVIDIA H200", "speedup": 4.2, "mfu": 0.41}, "sft", tmp_path)
+    assert p1 == p2 and p1.name.startswith("nvidia-h200-") and p1.suffix == ".json"
+    data = json.loads(p1.read_text())
+    assert data["device"] == "NVIDIA H200" and data["selection"]["speedup"] == 150.0 and data["sft"]["mfu"] == 0.41
+    assert [p.name for p in tmp_path.iterdir()] == [p1.name]  # no temporary file left behind
