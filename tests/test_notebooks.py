@@ -32,3 +32,17 @@ def test_notebooks_are_clean(tmp_path):
     dirty = [str(p.relative_to(proj)) for p in (proj / "nbs").rglob("*.ipynb")
              if p.read_bytes() != (ROOT / p.relative_to(proj)).read_bytes()]
     assert not dirty, f"run nbdev-clean: {dirty}"
+
+
+def test_demo_cells_keep_imports_in_cells_of_their_own():
+    "nbdev's doc build executes every cell that contains an import: a demo cell mixing both fails the docs build."
+    import json, re
+    bad = []
+    for nb in sorted(Path("nbs").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(nb.read_text())["cells"]):
+            src = "".join(cell["source"])
+            if cell["cell_type"] != "code" or re.match(r"#\|\s*export", src): continue
+            lines = [l for l in src.splitlines() if l.strip() and not l.strip().startswith("#")]
+            imports = [l for l in lines if re.match(r"\s*(import|from)\s+\S+", l)]
+            if imports and len(imports) != len(lines): bad.append(f"{nb.name} cell {i}: {imports[0].strip()}")
+    assert not bad, "move these imports into an import-only cell: " + "; ".join(bad)
