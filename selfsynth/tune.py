@@ -21,8 +21,9 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'encode_batch', 'lora_targets', 'projector_name', 'add_lora',
-           'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing', 'train',
-           'answer_loss', 'save_tuned', 'main', 'launch_train', 'round_dir', 'image_root', 'start_model', 'tune_stage']
+           'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing',
+           'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned', 'main', 'launch_train', 'round_dir',
+           'image_root', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -189,6 +190,15 @@ def enable_checkpointing(model) -> None:
     if hasattr(model, "activation_checkpointing_enable"): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)  # transformers before its rename
 
+def answer_cross_entropy(model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of the answer tokens (`labels` != -100). Logits are made only from the batch's earliest
+    answer position on (`logits_to_keep`): the image and prompt positions, most of a LLaVA sequence, never reach the
+    LM head, and the call stays the model's own forward (safe under DistributedDataParallel)."""
+    first = int((labels != -100).int().argmax(1).min())  # earliest answer token of the batch (right padding)
+    logits = model(**inputs, logits_to_keep=labels.shape[1] - first + 1).logits  # positions first-1 .. T-1
+    # position t predicts token t+1; prompt and padding positions are -100 and ignored
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, first:].flatten(), ignore_index=-100, reduction="sum")
+
 def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 10) -> dict:
     "LoRA-tune model folder `base` on `samples`; write `out_dir/adapter` and `out_dir/merged`; return the training log."
     from accelerate import Accelerator
@@ -222,9 +232,7 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
             mb = {k: v.to(acc.device) for k, v in mb.items()}
             labels = mb.pop("labels")
             with acc.no_sync(model) if j < len(mbs) - 1 else nullcontext():  # all-reduce gradients once per step
-                with acc.autocast(): logits = model(**mb).logits
-                # token t predicts token t+1; prompt and padding positions are -100 and ignored
-                ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+                with acc.autocast(): ce = answer_cross_entropy(model, mb, labels)
                 acc.backward(ce * acc.num_processes / n_step)  # DDP averages gradients over processes: undo the 1/N
             loss_sum += ce.detach()
         acc.clip_grad_norm_(params, 1.0)

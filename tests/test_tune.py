@@ -5,7 +5,7 @@ import pytest, torch
 from PIL import Image
 from selfsynth.config import RunConfig
 from selfsynth.models import make_random_llava, load_vlm, generate
-from selfsynth.tune import (AUGMENTATIONS, augment, encode_batch, add_lora, lr_at, plan_batches, micro_batches, train,
+from selfsynth.tune import (AUGMENTATIONS, answer_cross_entropy, augment, encode_batch, add_lora, lr_at, plan_batches, micro_batches, train,
                             launch_train, load_samples)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +38,19 @@ def test_loss_mask_is_exactly_the_answer(tiny):
         assert kept == list(range(n - len(want), n))  # exactly the last len(answer) real positions
         assert b["labels"][i, kept].tolist() == want == b["input_ids"][i, n - len(want):n].tolist()
     assert (b["labels"][b["input_ids"] == proc.tokenizer.convert_tokens_to_ids("<image>")] == -100).all()
+
+def test_answer_cross_entropy_equals_the_full_logits_loss(tiny):
+    import torch.nn.functional as F
+    model, proc = load_vlm(tiny, device="cpu")
+    ims = [Image.new("RGB", (32, 32), (i * 60, 20, 0)) for i in range(3)]
+    b = encode_batch(proc, ims, ["What bird is this?", "Name it.", "And this one, with a much longer question than the others?"],
+                     ["A red finch.", "It is a green parrot, by its long green tail and curved beak.", "Wren"])
+    labels = b.pop("labels")
+    full = F.cross_entropy(model(**b).logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
+    kept = answer_cross_entropy(model, b, labels)
+    assert torch.allclose(kept, full, rtol=1e-5) and full > 0
+    wrong = labels.clone(); wrong[0, (labels[0] != -100).nonzero()[0]] = 5  # one answer token changed: the loss must see it
+    assert not torch.allclose(answer_cross_entropy(model, b, wrong), full, rtol=1e-5)
 
 def test_lora_only_on_language_model(tiny):
     model, _ = load_vlm(tiny, device="cpu")
