@@ -20,10 +20,11 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'COLOUR_WORDS', 'DULL_WORDS', 'PART_NOUNS', 'SHAPE_PHRASES', 'COLOUR_PARTS', 'DESCRIBE_QUESTIONS',
            'SIMPLE_QUESTIONS', 'EXPLAIN_QUESTIONS', 'COT_QUESTIONS', 'QUESTION_KINDS', 'TASK_P', 'PART_CLASSES',
-           'PRETRAIN_DEFAULTS', 'colour_phrase', 'part_phrase', 'parse_claims', 'claim_precision', 'describe_text',
-           'part_qa', 'nonsense_word', 'made_up_name', 'random_fact', 'rewrite_prompt', 'rewrite_answer',
-           'rewrite_example', 'conversation', 'encode_conversation', 'collate', 'pretraining_birds', 'pixel_values',
-           'pretraining_corpus', 'pretrain_vision', 'lr_at', 'pretrain_language', 'pretrain', 'measure']
+           'PRETRAIN_DEFAULTS', 'DRILL_TASK_P', 'colour_phrase', 'part_phrase', 'parse_claims', 'claim_precision',
+           'describe_text', 'part_qa', 'nonsense_word', 'made_up_name', 'random_fact', 'rewrite_prompt',
+           'rewrite_answer', 'rewrite_example', 'conversation', 'encode_conversation', 'collate', 'pretraining_birds',
+           'pixel_values', 'pretraining_corpus', 'pretrain_vision', 'lr_at', 'pretrain_language', 'rewrite_drill',
+           'pretrain', 'measure']
 
 # %% ../nbs/05_basemodel.ipynb #eb76af00
 COLOUR_WORDS = {"red": ["red", "scarlet"], "yellow": ["yellow", "lemon-yellow"], "blue": ["blue", "cobalt-blue"],
@@ -199,9 +200,14 @@ def nonsense_word(rng) -> str:
 def _descriptor(rng) -> str:
     return f"{_pick(rng, _NAME_COLOURS)}-{_pick(rng, _NAME_PARTS)}" if rng.random() < .7 else _pick(rng, _NAME_ADJECTIVES)
 
-def made_up_name(rng) -> str:
-    "A bird name that is not, and does not contain, any class name the world can form (checked)."
+def made_up_name(rng, adjacent_family: float = 0.0) -> str:
+    """A bird name that is not, and does not contain, any class name the world can form (checked). With probability
+    `adjacent_family` it has the world names' own shape: descriptors right before the family noun."""
     while True:
+        if rng.random() < adjacent_family:
+            name = " ".join([_descriptor(rng) for _ in range(int(rng.integers(1, 3)))] + [_pick(rng, _FAMILIES)])
+            if not _world_name_re().search(name.lower()): return name
+            continue
         desc = [_descriptor(rng) for _ in range(int(rng.choice(3, p=[.25, .5, .25])))]
         words = [nonsense_word(rng) for _ in range(1 if rng.random() < .8 else 2)]
         last = _pick(rng, _FAMILIES) if rng.random() < .85 else nonsense_word(rng)
@@ -265,7 +271,7 @@ def rewrite_answer(label: str, facts, kind: str, rng) -> str:
     return pick([f"The bird has {f}. Therefore it is a {label}.", f"I can see {f}. These features identify it as a {label}.",
                  f"It shows {f}, so this bird is a {label}."])
 
-def rewrite_example(attributes: dict, rng) -> tuple:
+def rewrite_example(attributes: dict, rng, adjacent_family: float = 0.0) -> tuple:
     "(prompt, answer) of one rewrite: a made-up label; facts about visible parts, random facts, maybe a non-visual one."
     vis = [p for p in world.PARTS if attributes.get(p) is not None] or list(world.PARTS)
     k = int(rng.integers(1, min(6, len(vis)) + 1))
@@ -273,18 +279,18 @@ def rewrite_example(attributes: dict, rng) -> tuple:
              for p in (vis[i] for i in rng.permutation(len(vis))[:k])]
     if rng.random() < .3: facts.insert(int(rng.integers(len(facts) + 1)), _pick(rng, _OTHER_FACTS))
     kind = ("simple", "explain", "cot")[int(rng.choice(3, p=[.3, .35, .35]))]
-    label = made_up_name(rng)
+    label = made_up_name(rng, adjacent_family)
     q = QUESTION_KINDS[kind][int(rng.integers(len(QUESTION_KINDS[kind])))]
     return rewrite_prompt(label, facts, q, "lines" if rng.random() < .8 else "inline"), rewrite_answer(label, facts, kind, rng)
 
 # %% ../nbs/05_basemodel.ipynb #955f65d4
 TASK_P = {"describe": .3, "rewrite": .45, "parts": .25}
 
-def conversation(attributes: dict, rng) -> tuple:
-    "(task, [(user, answer), ...]) for one pretraining image with ground-truth `attributes`."
-    task = list(TASK_P)[int(rng.choice(len(TASK_P), p=list(TASK_P.values())))]
+def conversation(attributes: dict, rng, task_p: dict = TASK_P, adjacent_family: float = 0.0) -> tuple:
+    "(task, [(user, answer), ...]) for one pretraining image with ground-truth `attributes`; tasks drawn with `task_p`."
+    task = list(task_p)[int(rng.choice(len(task_p), p=list(task_p.values())))]
     if task == "describe": return task, [(DESCRIBE_QUESTIONS[int(rng.integers(len(DESCRIBE_QUESTIONS)))], describe_text(attributes, rng))]
-    if task == "rewrite": return task, [rewrite_example(attributes, rng)]
+    if task == "rewrite": return task, [rewrite_example(attributes, rng, adjacent_family)]
     parts = [world.PARTS[i] for i in rng.permutation(len(world.PARTS))[:int(rng.integers(3, 6))]]
     return task, [part_qa(p, attributes, rng) for p in parts]
 
@@ -386,7 +392,8 @@ def lr_at(step: int, steps: int, lr: float, warmup: float) -> float:
     return lr * (step + 1) / w if step < w else lr * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
 
 def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
-                      warmup: float = 0.03, seed: int = 0, log_every: int = 50, max_minutes: float | None = None) -> list:
+                      warmup: float = 0.03, seed: int = 0, log_every: int = 50, max_minutes: float | None = None,
+                      task_p: dict = TASK_P, adjacent_family: float = 0.0, stage: str = "language") -> list:
     "Train projector and language model on pretraining conversations (vision tower frozen); returns the log."
     model.model.vision_tower.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -397,7 +404,7 @@ def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch
     for step in range(steps):
         if pos + batch_size > len(order): order, pos = torch.randperm(len(attrs), generator=gen), 0
         idx = order[pos:pos + batch_size]; pos += batch_size
-        batch = collate([encode_conversation(tok, conversation(attrs[i], rng)[1], model.config.image_seq_length)
+        batch = collate([encode_conversation(tok, conversation(attrs[i], rng, task_p, adjacent_family)[1], model.config.image_seq_length)
                          for i in idx.tolist()], tok.pad_token_id)
         for g in opt.param_groups: g["lr"] = lr_at(step, steps, lr, warmup)
         loss = model(**batch, pixel_values=pixel_values(processor, _flip(images[idx], gen))).loss
@@ -406,7 +413,7 @@ def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch
         stop = max_minutes is not None and time.time() - t0 > 60 * max_minutes
         if (step + 1) % log_every == 0 or step + 1 == steps or stop:
             history.append(dict(step=step + 1, loss=round(float(np.mean(run)), 4), minutes=round((time.time() - t0) / 60, 2)))
-            log.info(f"language step {step + 1}/{steps}: loss {history[-1]['loss']:.4f} ({history[-1]['minutes']} min)")
+            log.info(f"{stage} step {step + 1}/{steps}: loss {history[-1]['loss']:.4f} ({history[-1]['minutes']} min)")
             run = []
         if stop: log.warning(f"pretrain_language: time limit, stopped at step {step + 1} of {steps}"); break
     model.eval()
@@ -415,7 +422,15 @@ def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch
 # %% ../nbs/05_basemodel.ipynb #37c057a5
 PRETRAIN_DEFAULTS = dict(seed=0, n_images=16000, vision_steps=2000, vision_batch_size=64, vision_lr=1e-3,
                          steps=5000, batch_size=32, lr=1e-3, warmup=0.03, vocab_size=2048, corpus=20000,
+                         drill_steps=600, drill_lr=5e-4, drill_adjacent_family=0.5,
                          log_every=50, max_minutes=None)
+DRILL_TASK_P = {"describe": .2, "rewrite": .6, "parts": .2}
+
+def rewrite_drill(model, tok, processor, images, attrs, o: dict) -> list:
+    "Stage 3: a short rewrite-heavy run in which half the made-up names have the world names' shape (descriptors, family)."
+    return pretrain_language(model, tok, processor, images, attrs, steps=o["drill_steps"], batch_size=o["batch_size"],
+                             lr=o["drill_lr"], warmup=0.05, seed=o["seed"] + 1, log_every=o["log_every"],
+                             task_p=DRILL_TASK_P, adjacent_family=o["drill_adjacent_family"], stage="drill")
 
 def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, **kw) -> Path:
     "Build the tokenizer and a LLaVA from `seed`, pretrain it (vision, then language), save it to `out_dir`."
@@ -433,9 +448,10 @@ def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, 
     left = None if o["max_minutes"] is None else o["max_minutes"] - (time.time() - t0) / 60
     language = pretrain_language(model, tok, processor, images, attrs, steps=o["steps"], batch_size=o["batch_size"],
                                  lr=o["lr"], warmup=o["warmup"], seed=o["seed"], log_every=o["log_every"], max_minutes=left)
+    drill = rewrite_drill(model, tok, processor, images, attrs, o)
     model.requires_grad_(True)
     out = save_llava(model, processor, out_dir)
-    (out / "pretrain_log.json").write_text(json.dumps(dict(settings=o, sizes=sizes, vision=vision, language=language,
+    (out / "pretrain_log.json").write_text(json.dumps(dict(settings=o, sizes=sizes, vision=vision, language=language, drill=drill,
                                                            minutes=round((time.time() - t0) / 60, 2)), indent=1) + "\n")
     return out
 
