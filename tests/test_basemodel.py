@@ -50,10 +50,14 @@ def test_descriptions_vary():
 def test_made_up_names_never_contain_a_world_class_name():
     from selfsynth.synthesize import normalize_label
     rng = np.random.default_rng(0)
-    names = [normalize_label(made_up_name(rng)) for _ in range(3000)]
     real = {normalize_label(c.name) for s in range(8) for c in world.world_spec(s, world.MAX_CLASSES).classes}
-    assert len(set(names)) > 2500
-    assert not [n for n in names if any(r in n for r in real)]
+    for adjacent in (0.0, 1.0):  # stage 2's names, and the drill's names shaped like the world's
+        names = [normalize_label(made_up_name(rng, adjacent)) for _ in range(3000)]
+        assert len(set(names)) > 2000
+        assert not [n for n in names if any(r in n for r in real)]
+    families = {normalize_label(g) for g in world.GENERA}
+    shaped = [n for n in names if n.split()[-1] in families]  # e.g. "golden naped finch": a world genus, other descriptors
+    assert len(shaped) > 100
 
 
 def test_rewrite_facts_are_never_expert_phrases():
