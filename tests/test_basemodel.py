@@ -119,9 +119,9 @@ def test_lr_schedule():
 
 def test_tiny_pretraining_learns_and_saves(tmp_path):
     out = pretrain(tmp_path / "m", sizes=TINY_SIZES, n_images=96, vision_steps=6, vision_batch_size=16, steps=16,
-                   batch_size=8, lr=3e-3, corpus=200, vocab_size=400, log_every=4)
+                   batch_size=8, lr=3e-3, corpus=200, vocab_size=400, log_every=4, drill_steps=4)
     log = json.loads((out / "pretrain_log.json").read_text())
-    assert log["language"][-1]["loss"] < log["language"][0]["loss"]
+    assert log["language"][-1]["loss"] < log["language"][0]["loss"] and log["drill"][-1]["step"] == 4
     model, processor = load_vlm(out, device="cpu")
     assert len(generate(model, processor, [Image.new("RGB", (32, 32))], ["Describe this bird."], n=2, max_new_tokens=4)[0]) == 2
 
