@@ -49,11 +49,8 @@ def test_synthetic_inputs_are_seeded_unit_and_structured():
     with pytest.raises(ValueError, match="n_images"): synthetic_inputs(1, 2, 1, 2, 4)
 
 
-def test_json_line_has_the_keys(capsys, one_thread):
-    assert bench_main("selection", device="cpu", scale="tiny", baseline_images=7) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1
-    res = json.loads(out[0])
+def test_json_line_has_the_keys(bench_json, one_thread):
+    res = bench_json("selection", baseline_images=7)
     assert KEYS <= res.keys() and res["bench"] == "selection" and res["device"] == "cpu"
     assert res["baseline_images_timed"] == 7 and res["baseline_extrapolated"] is True
     assert res["shapes"]["n_descriptions"] == 120 * 10 and res["shapes"]["n_concepts"] == 12 * 5

@@ -1,8 +1,7 @@
 "Shared-prefill sampling: the eager path's tokens for the same seed, the model's distribution; `bench sampling`."
-import json
 import pytest, torch
 from PIL import Image
-from selfsynth.bench import (bench_main, bench_sampling, random_llava, prompt_batch, kv_bytes_per_token, decode_floor_s,
+from selfsynth.bench import (bench_sampling, random_llava, prompt_batch, kv_bytes_per_token, decode_floor_s,
                              prompts_for_memory)
 from selfsynth.models import make_random_llava, load_vlm, chat_prompt, generate, generate_shared
 
@@ -81,12 +80,8 @@ def test_first_tokens_follow_the_models_distribution(tiny):
     assert other > 20 * (df + 4 * (2 * df) ** 0.5)
 
 
-def test_bench_sampling_json_line(capsys):
-    torch.set_num_threads(1)
-    assert bench_main("sampling", device="cpu", scale="tiny") == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    res = json.loads(lines[0])
+def test_bench_sampling_json_line(bench_json):
+    res = bench_json("sampling")
     s = res["shapes"]
     assert res["bench"] == "sampling" and res["device"] == "cpu" and set(res["backends"]) == {"eager", "shared"}
     assert s["sequences"] == s["prompts"] * s["samples"] == 8 and s["prompt_tokens"] == 1 + 16 + 8

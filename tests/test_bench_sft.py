@@ -1,9 +1,8 @@
 "Answer-token chunked cross-entropy: the full-logits loss and its gradients; `bench sft`."
-import json
 import pytest, torch
 import torch.nn.functional as F
 from PIL import Image
-from selfsynth.bench import bench_main, matmul_peak, random_llava, sft_batch, sft_step
+from selfsynth.bench import matmul_peak, random_llava, sft_batch, sft_step
 from selfsynth.config import RunConfig
 from selfsynth.models import make_random_llava, load_vlm
 from selfsynth.tune import add_lora, answer_loss, encode_batch
@@ -77,12 +76,8 @@ def test_micro_batches_and_answer_loss_give_the_same_update():
     for a, b in zip(*deltas): assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
 
 
-def test_bench_sft_json_line(capsys):
-    torch.set_num_threads(1)
-    assert bench_main("sft", device="cpu", scale="tiny") == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    res = json.loads(lines[0])
+def test_bench_sft_json_line(bench_json):
+    res = bench_json("sft")
     s, base, opt = res["shapes"], res["baseline"], res["optimised"]
     assert res["bench"] == "sft" and s["seq_len"] == 1 + 16 + 8 + 8 + 1 and s["params"] > s["trainable_params"] > 0
     assert base["checkpointing"] and not opt["checkpointing"] and base["micro_batch"] == opt["micro_batch"] == 4
