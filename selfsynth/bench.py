@@ -194,12 +194,14 @@ def kv_bytes_per_token(model) -> int:
     head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
     return 2 * t.num_hidden_layers * t.num_key_value_heads * head_dim * model.dtype.itemsize
 
-def prompts_for_memory(model, samples: int, seq_len: int, device, share: float = 0.5, most: int = 16) -> int:
-    "Prompts per batch whose `samples` sequences of `seq_len` tokens fill `share` of the free GPU memory with KV cache (1 on a CPU)."
+def prompts_for_memory(model, samples: int, seq_len: int, device, share: float = 0.5, most: int = 16,
+                       prompt_once: int = 0) -> int:
+    "Prompts per batch whose `samples` sequences of `seq_len` tokens fill `share` of the free GPU memory with KV cache (1 on a CPU); `prompt_once`: prompt tokens cached once for all samples (cascade)."
     dev = torch.device(device)
     if dev.type != "cuda": return 1
     free = torch.cuda.mem_get_info(dev)[0]  # the rest: the eager prefill's activations (n copies of each prompt), slack
-    return max(1, min(most, int(share * free // (samples * seq_len * kv_bytes_per_token(model)))))
+    tokens = samples * seq_len - (samples - 1) * prompt_once
+    return max(1, min(most, int(share * free // (tokens * kv_bytes_per_token(model)))))
 
 def copy_bandwidth(device, mib: int = 256) -> float:
     "Memory bandwidth in bytes/s: the best of five copies of a `mib` MiB tensor (each reads and writes it)."
@@ -212,19 +214,22 @@ def copy_bandwidth(device, mib: int = 256) -> float:
         best = min(best, m["s"])
     return 2 * x.nbytes / best
 
-def decode_floor_s(model, sequences: int, prompt_len: int, new_tokens: int, bandwidth: float) -> float:
-    "Least time the decode steps can take at `bandwidth`: each reads the language model's weights and every sequence's KV cache once."
+def decode_floor_s(model, sequences: int, prompt_len: int, new_tokens: int, bandwidth: float,
+                   prompts: int | None = None) -> float:
+    "Least time the decode steps can take at `bandwidth`: each reads the language model's weights and every sequence's KV cache once (with `prompts`: each prompt's part once for all its sequences)."
     lm = model.get_decoder()
     # a step reads one row of the input embedding and all of the output head
     weights = sum(p.nbytes for p in lm.parameters()) - lm.get_input_embeddings().weight.nbytes + model.get_output_embeddings().weight.nbytes
-    kv = sequences * kv_bytes_per_token(model) * sum(prompt_len + t for t in range(new_tokens))
+    own = sequences * sum(range(new_tokens))  # the sequences' new tokens, read at every later step
+    prompt = (prompts if prompts else sequences) * prompt_len * new_tokens
+    kv = kv_bytes_per_token(model) * (prompt + own)
     return (new_tokens * weights + kv) / bandwidth
 
 # %% ../nbs/30_bench.ipynb #b1e0c005
 def bench_sampling(shapes: dict, device="auto", seed: int = 0) -> dict:
-    "Time eager `generate` (each prompt copied n times, then prefilled) against the shared-prefill paths on one random LLaVA; one result dict."
+    "Time eager `generate` (each prompt copied n times, then prefilled) against the shared-prefill and cascade paths on one random LLaVA; one result dict."
     import transformers
-    from selfsynth.models import generate_shared, resolve_device, resolve_dtype
+    from selfsynth.models import generate_cascade, generate_shared, resolve_device, resolve_dtype
     dev = resolve_device(device)
     model = random_llava(shapes["model"], shapes["image_tokens"], dev, resolve_dtype("auto", dev), seed)
     n, new = shapes["samples"], shapes["new_tokens"]
@@ -233,36 +238,44 @@ def bench_sampling(shapes: dict, device="auto", seed: int = 0) -> dict:
     enc = prompt_batch(model, prompts, shapes["text_tokens"], seed)
     opts = dict(do_sample=True, temperature=1.0, max_new_tokens=new, min_new_tokens=new,  # no early </s>: equal work
                 pad_token_id=model.generation_config.pad_token_id)
-    paths = {"eager": lambda: model.generate(**enc, num_return_sequences=n, **opts),
-             "shared": lambda: generate_shared(model, enc, n, **opts)}
-    if dev.type == "cuda": paths["shared-static"] = lambda: generate_shared(model, enc, n, static=True, **opts)
+    paths = {"eager": (enc, lambda e: model.generate(**e, num_return_sequences=n, **opts)),
+             "shared": (enc, lambda e: generate_shared(model, e, n, **opts)),
+             "cascade": (enc, lambda e: generate_cascade(model, e, n, **opts))}
+    if dev.type == "cuda": paths["cascade-nograph"] = (enc, lambda e: generate_cascade(model, e, n, cuda_graph=False, **opts))
+    if not shapes["prompts"]:  # the cascade's smaller cache holds more prompts: batch it as the free memory allows
+        wide = prompts_for_memory(model, n, prompt_len + new, dev, most=64, prompt_once=prompt_len)
+        if wide > prompts: paths["cascade-wide"] = (prompt_batch(model, wide, shapes["text_tokens"], seed), paths["cascade"][1])
+    bandwidth = copy_bandwidth(dev, 2048 if dev.type == "cuda" else 256)
     runs, tokens = {}, {}
-    for name, run in paths.items():
+    for name, (e, run) in paths.items():
+        p = len(e["input_ids"])
         try:
             with torch.inference_mode():
-                run()  # warm-up at the same shapes: kernels, allocator, and the compiled decode step of the static cache
+                run(e)  # warm-up at the same shapes: kernels, allocator, CUDA graphs
                 torch.manual_seed(seed)
-                with measure(dev) as m: out = run()
-        except Exception as e:  # a fast path that fails (torch.compile, memory) must not cost the others' figures
+                with measure(dev) as m: out = run(e)
+        except Exception as err:  # a fast path that fails (graph capture, memory) must not cost the others' figures
             if name == "eager": raise
-            runs[name] = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
+            runs[name] = dict(error=f"{type(err).__name__}: {str(err)[:300]}")
             continue
-        if out.shape != (prompts * n, prompt_len + new): raise RuntimeError(f"{name}: output of shape {tuple(out.shape)}")
-        tokens[name] = out[:, prompt_len:].cpu()
-        runs[name] = dict(s=_sig(m["s"]), tokens_per_s=_sig(prompts * n * new / m["s"]), peak_mem_mb=_sig(m["peak_mb"]))
-    best = max(tokens.keys() - {"eager"}, key=lambda k: runs[k]["tokens_per_s"])
-    bandwidth = copy_bandwidth(dev, 2048 if dev.type == "cuda" else 256)
-    floor = decode_floor_s(model, prompts * n, prompt_len, new, bandwidth)
+        if out.shape != (p * n, prompt_len + new): raise RuntimeError(f"{name}: output of shape {tuple(out.shape)}")
+        if e is enc: tokens[name] = out[:, prompt_len:].cpu()
+        floor = decode_floor_s(model, p * n, prompt_len, new, bandwidth, p if name.startswith("cascade") else None)
+        runs[name] = dict(prompts=p, s=_sig(m["s"]), tokens_per_s=_sig(p * n * new / m["s"]), peak_mem_mb=_sig(m["peak_mb"]),
+                          decode_floor_s=_sig(floor), floor_fraction=_sig(floor / m["s"]))  # of the whole call, prefill included
+        del out; torch.cuda.empty_cache() if dev.type == "cuda" else None
+    speed = lambda names: max((k for k in names if "tokens_per_s" in runs[k]), key=lambda k: runs[k]["tokens_per_s"])
+    best, best_same = speed(runs.keys() - {"eager"}), speed(tokens.keys() - {"eager"})
+    ratio = lambda k: _sig(runs[k]["tokens_per_s"] / runs["eager"]["tokens_per_s"])
     return {"bench": "sampling", "device": dev.type, "device_name": _device_name(dev),
             "shapes": dict(shapes, prompts=prompts, sequences=prompts * n, prompt_tokens=prompt_len,
                            params=sum(p.numel() for p in model.parameters())),
             "dtype": str(model.dtype).removeprefix("torch."), "seed": seed, "baseline": "eager",
             "baseline_tokens_per_s": runs["eager"]["tokens_per_s"], "optimised": best,
-            "optimised_tokens_per_s": runs[best]["tokens_per_s"],
-            "speedup": _sig(runs[best]["tokens_per_s"] / runs["eager"]["tokens_per_s"]), "backends": runs,
+            "optimised_tokens_per_s": runs[best]["tokens_per_s"], "speedup": ratio(best),
+            "speedup_same_batch": ratio(best_same), "backends": runs,
             "same_tokens_as_eager": {k: _sig(float((tokens[k] == tokens["eager"]).float().mean())) for k in tokens if k != "eager"},
-            "bandwidth_gb_s": _sig(bandwidth / 1e9), "decode_floor_s": _sig(floor),
-            "floor_fraction": _sig(floor / runs[best]["s"]),  # of the whole call, prefill included
+            "bandwidth_gb_s": _sig(bandwidth / 1e9), "floor_fraction": runs[best]["floor_fraction"],
             "peak_mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "rss high-water mark",
             "cpu_load_1min": _load(), "torch": torch.__version__, "transformers": transformers.__version__}
 

@@ -17,8 +17,7 @@ __all__ = ['GEN_BACKENDS', 'DATASETS', 'METHODS', 'PRESETS', 'RunConfig', 'field
            'save_config', 'load_config', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #429cd23d
-GEN_BACKENDS = ("eager", "shared", "shared-static")  # how `models.generate` samples (04_models)
-GEN_BACKENDS = ("eager", "shared", "shared-static")  # how `models.generate` samples (04_models)
+GEN_BACKENDS = ("eager", "shared", "shared-static", "cascade")  # how `models.generate` samples (04_models)
 DATASETS = ("mini", "cub-200", "stanford-dogs", "fgvc-aircraft", "ham10000", "chest-xray", "pld")
 METHODS = ("ours", "nl", "lge", "ours_nofilter")
 
@@ -87,7 +86,7 @@ class RunConfig:
     judge: str = "offline"  # `offline` or `llm` (OpenAI-compatible endpoint from the environment)
     fs_model: str | None = None  # Causal LM scoring fluency (perplexity); None = the base model's language model
     gen_batch_size: int = 16  # Prompts per generation batch
-    gen_backend: str = "shared"  # Sampling: `shared` (one prefill per prompt for its n samples), `shared-static` (+ static KV cache, compiled decode on GPU) or `eager` (`num_return_sequences`); same samples, different speed
+    gen_backend: str = "shared"  # Sampling: `shared` (one prefill per prompt for its n samples), `cascade` (+ the prompt\'s KV cache kept once and read once per step for its n samples; CUDA graphs on GPU), `shared-static` (+ static KV cache, compiled decode on GPU) or `eager` (`num_return_sequences`); same samples, different speed
 
 # %% ../nbs/00_config.ipynb #c55ac75b
 def field_docs() -> dict:

@@ -6,7 +6,7 @@ Docs: https://selfsynth.github.io/selfsynth/models.html.md"""
 
 # %% ../nbs/04_models.ipynb #b642534d
 from __future__ import annotations
-import json, os, warnings
+import inspect, json, os, warnings
 from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -15,8 +15,9 @@ from .config import GEN_BACKENDS
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'LLAVA_CHAT_TEMPLATE', 'GENERIC_TEXT', 'MINI_SIZES', 'TINY_SIZES', 'SAMPLING_BACKENDS',
-           'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava', 'save_llava', 'make_random_llava',
-           'load_vlm', 'load_image', 'chat_prompt', 'generate', 'shared_prefix_cache', 'generate_shared',
+           'CASCADE_ATTENTION', 'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava', 'save_llava',
+           'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt', 'generate', 'shared_prefix_cache',
+           'generate_shared', 'CascadeCache', 'cascade_attention', 'GraphedStep', 'generate_cascade',
            'load_text_encoder', 'embed']
 
 # %% ../nbs/04_models.ipynb #187d34f3
@@ -211,6 +212,7 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode():
                 torch.manual_seed(_batch_seed(seed, start))
                 if backend == "eager": ids = model.generate(**enc, **opts, num_return_sequences=k)
+                elif backend == "cascade": ids = generate_cascade(model, enc, k, **opts)
                 else: ids = generate_shared(model, enc, k, static=backend == "shared-static", **opts)
             texts = [t.strip() for t in tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
             out += [texts[i * k:(i + 1) * k] * (n // k) for i in range(len(prompts))]
@@ -218,7 +220,7 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
     return out
 
 # %% ../nbs/04_models.ipynb #9b2c4d1e
-SAMPLING_BACKENDS = GEN_BACKENDS  # eager (`num_return_sequences`), one shared prefill, + static cache
+SAMPLING_BACKENDS = GEN_BACKENDS  # eager (`num_return_sequences`), one shared prefill, + static cache, cascade
 _STATIC_ROUND = 64  # static cache lengths are rounded up to this: fewer distinct shapes to compile
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -250,6 +252,154 @@ def generate_shared(model, enc, n: int, *, max_new_tokens: int, static: bool = F
         cache = shared_prefix_cache(model, enc, n, static_len)
         return model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
                               cache=cache, max_new_tokens=max_new_tokens, **opts)
+
+# %% ../nbs/04_models.ipynb #c4sc0002
+CASCADE_ATTENTION = "selfsynth_cascade"
+
+class CascadeCache:
+    "Cache of a cascade decode: each prompt's keys and values once, the n samples' new tokens in preallocated buffers."
+    def __init__(self, prefix, prompt_mask, n: int, steps: int):
+        layers = prefix.layers
+        self.prefix_keys = [l.keys for l in layers]  # [P, H_kv, L_p, D] per layer, one row per prompt
+        self.prefix_values = [l.values for l in layers]
+        self.prefix_pad = ~prompt_mask.bool()[:, None, None, :]  # left padding of each prompt, for every head
+        P, H, _, D = self.prefix_keys[0].shape
+        self.keys = [k.new_zeros(P * n, H, steps, D) for k in self.prefix_keys]  # [P·n, H_kv, steps, D]
+        self.values = [v.new_zeros(P * n, H, steps, v.shape[-1]) for v in self.prefix_values]
+        self.step = torch.zeros((), dtype=torch.long, device=prompt_mask.device)  # the slot the next fed token takes
+        self.slots = torch.arange(steps, device=prompt_mask.device)
+        self.span = steps  # slots the next step's attention reads: those written so far, rounded up (fewer graphs to capture)
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        "Write the fed token's keys and values at `step` and return the layer's buffers (the model's cache protocol)."
+        self.keys[layer_idx].index_copy_(2, self.step.view(1), key_states)
+        self.values[layer_idx].index_copy_(2, self.step.view(1), value_states)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+
+def cascade_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
+                      cascade: CascadeCache | None = None, **kwargs):
+    "One decode step's attention: the prompt's keys read once for its n samples, then their own tokens; one softmax over both."
+    pk, pv = cascade.prefix_keys[module.layer_idx], cascade.prefix_values[module.layer_idx]
+    P, H, Lp, D = pk.shape
+    B, Hq = query.shape[:2]
+    n, g = B // P, Hq // H  # samples per prompt, query heads per key head
+    to_rows = lambda x: x.view(P, H, n, g, -1).transpose(1, 2).reshape(B, H, g, x.shape[-1])  # [P, H, n·g, k] -> [B, H, g, k]
+    q = query.view(B, H, g, D)
+    pre = (q.view(P, n, H, g, D).transpose(1, 2).reshape(P, H, n * g, D) @ pk.transpose(-1, -2)).float() * scaling
+    pre = pre.masked_fill(cascade.prefix_pad, float("-inf"))  # [P, H, n·g, L_p]
+    key, value = key[:, :, :cascade.span], value[:, :, :cascade.span]
+    own = (q @ key.transpose(-1, -2)).float() * scaling  # [B, H, g, span]
+    own = own.masked_fill(cascade.slots[:cascade.span] > cascade.step, float("-inf"))  # slots not yet written
+    top = torch.maximum(to_rows(pre.amax(-1, keepdim=True)), own.amax(-1, keepdim=True))  # [B, H, g, 1]
+    e_pre = torch.exp(pre - top.view(P, n, H, g, 1).transpose(1, 2).reshape(P, H, n * g, 1))
+    e_own = torch.exp(own - top)
+    total = to_rows(e_pre.sum(-1, keepdim=True)) + e_own.sum(-1, keepdim=True)
+    out = to_rows((e_pre.to(pv.dtype) @ pv).float()) + (e_own.to(value.dtype) @ value).float()
+    return (out / total).to(query.dtype).view(B, 1, Hq, -1), None
+
+from transformers import AttentionInterface
+AttentionInterface.register(CASCADE_ATTENTION, cascade_attention)  # a name `set_attn_implementation` accepts
+
+
+# %% ../nbs/04_models.ipynb #c4sc0003
+_SPAN = 64  # the attention over the samples' own tokens reads a multiple of this many slots
+_SAMPLING_OPTS = {"do_sample", "temperature", "top_k", "top_p", "min_new_tokens", "pad_token_id", "eos_token_id"}
+
+def _cache_kwarg(lm) -> str:
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # renamed in transformers 5.2x
+
+def _warpers(model, opts: dict, prompt_len: int):
+    "transformers' own logits processors for the options, in `generate`'s order (min length first, then the warpers)."
+    from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
+                              TopKLogitsWarper, TopPLogitsWarper)
+    gc = model.generation_config
+    pick = lambda k, default: opts[k] if opts.get(k) is not None else (getattr(gc, k, None) if getattr(gc, k, None) is not None else default)
+    procs = LogitsProcessorList()
+    eos = pick("eos_token_id", None)
+    if opts.get("min_new_tokens") and eos is not None:
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_len, opts["min_new_tokens"], eos))
+    if pick("do_sample", False):
+        t, k, p = pick("temperature", 1.0), pick("top_k", 50), pick("top_p", 1.0)
+        if t != 1.0: procs.append(TemperatureLogitsWarper(t))
+        if k: procs.append(TopKLogitsWarper(k))
+        if p < 1.0: procs.append(TopPLogitsWarper(p))
+    return procs, pick("do_sample", False), eos, pick("pad_token_id", eos)
+
+
+def _decode_step(model, lm, cache, kw: str):
+    "The decode step: feed one token per sequence, get the next token's logits (float32) [B, V]."
+    def step(tokens, positions, span: int):
+        cache.span = span
+        h = lm(input_ids=tokens, position_ids=positions, use_cache=True, cascade=cache, **{kw: cache}).last_hidden_state
+        return model.get_output_embeddings()(h[:, -1]).float()
+    return step
+
+
+class GraphedStep:
+    "A decode step replayed from CUDA graphs, one per span, captured when first needed: one launch per step instead of hundreds."
+    def __init__(self, step, tokens, positions):
+        self.step, self.tokens, self.positions, self.graphs, self.pool = step, tokens.clone(), positions.clone(), {}, None
+
+    def _capture(self, span: int):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side): self.step(self.tokens, self.positions, span)  # warm-up; it writes the slot the real step then overwrites
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool): logits = self.step(self.tokens, self.positions, span)
+        self.pool = graph.pool()
+        return graph, logits
+
+    def __call__(self, tokens, positions, span: int):
+        self.tokens.copy_(tokens); self.positions.copy_(positions)
+        if span not in self.graphs: self.graphs[span] = self._capture(span)
+        graph, logits = self.graphs[span]
+        graph.replay()
+        return logits
+
+
+def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: bool | None = None, **opts) -> torch.Tensor:
+    "`n` samples per prompt like `generate(..., num_return_sequences=n)`, decoding with each prompt's KV cache stored and read once for its n samples."
+    from transformers import DynamicCache
+    if unknown := set(opts) - _SAMPLING_OPTS: raise ValueError(f"generate_cascade: unsupported options {sorted(unknown)}")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    P, L = ids.shape
+    procs, do_sample, eos, pad = _warpers(model, opts, L)
+    lm, B = model.get_decoder(), P * n
+    kw = _cache_kwarg(lm)
+    with torch.inference_mode():
+        prefix = DynamicCache(config=model.config)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
+                       logits_to_keep=1, **{kw: prefix}, **media).logits[:, -1].float().repeat_interleave(n, 0)
+        cache = CascadeCache(prefix, mask, n, max_new_tokens)
+        del prefix
+        positions = mask.long().sum(-1, keepdim=True).repeat_interleave(n, 0)  # the first new token's position
+        seqs = ids.repeat_interleave(n, 0)
+        out = torch.full((B, max_new_tokens), pad if pad is not None else 0, dtype=ids.dtype, device=ids.device)
+        unfinished = torch.ones(B, dtype=torch.bool, device=ids.device)
+        live = torch.zeros(max_new_tokens, dtype=torch.bool, device=ids.device)  # steps taken while a sample was unfinished
+        original = model.config.text_config._attn_implementation
+        model.set_attn_implementation({"text_config": CASCADE_ATTENTION})
+        try:
+            step = _decode_step(model, lm, cache, kw)
+            if cuda_graph is None: cuda_graph = ids.device.type == "cuda"
+            if cuda_graph: step = GraphedStep(step, torch.zeros(B, 1, dtype=ids.dtype, device=ids.device), positions)
+            for t in range(max_new_tokens):
+                scores = procs(torch.cat([seqs, out[:, :t]], 1), logits)
+                nxt = torch.multinomial(scores.softmax(-1), 1).squeeze(1) if do_sample else scores.argmax(-1)
+                live[t] = unfinished.any()
+                if eos is not None:
+                    nxt = torch.where(unfinished, nxt, pad)
+                    unfinished &= nxt != eos
+                out[:, t] = nxt
+                if t + 1 == max_new_tokens or (t % 16 == 15 and not unfinished.any()): break  # a sync every 16 steps, not every step
+                logits = step(nxt[:, None], positions + t, min(-(-(t + 1) // _SPAN) * _SPAN, max_new_tokens))
+                cache.step.add_(1)
+        finally: model.set_attn_implementation({"text_config": original})
+    return torch.cat([seqs, out[:, :int(live.sum())]], 1)
+
 
 # %% ../nbs/04_models.ipynb #2d427727
 _PACKAGED = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")

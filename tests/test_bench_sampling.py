@@ -3,7 +3,7 @@ import pytest, torch
 from PIL import Image
 from selfsynth.bench import (bench_sampling, random_llava, prompt_batch, kv_bytes_per_token, decode_floor_s,
                              prompts_for_memory)
-from selfsynth.models import make_random_llava, load_vlm, chat_prompt, generate, generate_shared
+from selfsynth.models import make_random_llava, load_vlm, chat_prompt, generate, generate_shared, generate_cascade
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,43 @@ def test_same_tokens_as_eager_for_the_same_seed(tiny, static, do_sample):
     if do_sample: assert len({tuple(r) for r in got.sequences[:4, -10:].tolist()}) == 4  # a prompt's 4 samples differ
 
 
+@pytest.mark.parametrize("do_sample", [True, False])
+@pytest.mark.parametrize("min_new_tokens", [0, 10])
+def test_cascade_gives_eager_tokens_for_the_same_seed(tiny, do_sample, min_new_tokens):
+    model, processor = tiny
+    enc = encode(processor, [(200, 30, 30), (20, 40, 220)], QUESTIONS)
+    opts = dict(max_new_tokens=10, min_new_tokens=min_new_tokens, do_sample=do_sample, top_p=0.9,
+                pad_token_id=processor.tokenizer.pad_token_id)
+    n = 4 if do_sample else 1
+    torch.manual_seed(7)
+    with torch.inference_mode(): want = model.generate(**enc, num_return_sequences=n, **opts)
+    torch.manual_seed(7)
+    got = generate_cascade(model, enc, n, **opts)
+    assert got.shape == want.shape == (2 * n, enc["input_ids"].shape[1] + 10) and torch.equal(got, want)
+    assert model.config.text_config._attn_implementation == "sdpa"  # the model's own attention is back
+
+
+def test_cascade_stops_where_generate_stops(tiny):
+    "With an end token that both greedy continuations reach early, both paths stop at the same step, padded alike."
+    model, processor = tiny
+    enc = encode(processor, [(200, 30, 30), (20, 40, 220)], QUESTIONS)
+    opts = dict(max_new_tokens=40, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    L = enc["input_ids"].shape[1]
+    with torch.inference_mode(): free = model.generate(**enc, **opts)[:, L:].tolist()
+    eos = next(t for t in free[0][:20] if t in free[1][:20] and t != opts["pad_token_id"])
+    with torch.inference_mode(): want = model.generate(**enc, eos_token_id=eos, **opts)
+    got = generate_cascade(model, enc, 1, eos_token_id=eos, **opts)
+    assert want.shape[1] < L + 40 and torch.equal(got, want)
+    with pytest.raises(ValueError, match="num_beams"): generate_cascade(model, enc, 2, max_new_tokens=3, num_beams=2)
+
+
 def test_generate_backends_give_the_same_answers(tiny):
     model, processor = tiny
     img = Image.new("RGB", (48, 40), (200, 30, 30))
     kw = dict(n=3, max_new_tokens=6, seed=1, batch_size=2)
     a = generate(model, processor, [img] * 3, QUESTIONS + ["Name it."], **kw)
     assert a == generate(model, processor, [img] * 3, QUESTIONS + ["Name it."], backend="shared", **kw)
+    assert a == generate(model, processor, [img] * 3, QUESTIONS + ["Name it."], backend="cascade", **kw)
     with pytest.raises(ValueError, match="backend"): generate(model, processor, [img], ["x"], backend="vllm")
 
 
@@ -83,13 +114,14 @@ def test_first_tokens_follow_the_models_distribution(tiny):
 def test_bench_sampling_json_line(bench_json):
     res = bench_json("sampling")
     s = res["shapes"]
-    assert res["bench"] == "sampling" and res["device"] == "cpu" and set(res["backends"]) == {"eager", "shared"}
+    assert res["bench"] == "sampling" and res["device"] == "cpu" and set(res["backends"]) == {"eager", "shared", "cascade"}
     assert s["sequences"] == s["prompts"] * s["samples"] == 8 and s["prompt_tokens"] == 1 + 16 + 8
     for name, run in res["backends"].items():  # new tokens per second of every sequence, all run to new_tokens
         assert run["tokens_per_s"] == pytest.approx(8 * s["new_tokens"] / run["s"], rel=2e-3)
     assert res["speedup"] == pytest.approx(res["optimised_tokens_per_s"] / res["baseline_tokens_per_s"], rel=2e-3)
-    assert res["same_tokens_as_eager"] == {"shared": 1.0}  # float32 on a CPU: the very same samples
+    assert res["same_tokens_as_eager"] == {"shared": 1.0, "cascade": 1.0}  # float32 on a CPU: the very same samples
     assert 0 < res["floor_fraction"] < 1 and res["bandwidth_gb_s"] > 0.1
+    assert res["backends"]["cascade"]["decode_floor_s"] < res["backends"]["eager"]["decode_floor_s"]  # its prompts read once
 
 
 def test_shared_prefill_wins_when_prefill_dominates():
@@ -109,5 +141,7 @@ def test_random_llava_shapes_and_decode_floor():
     assert kv_bytes_per_token(model) == 2 * t.num_hidden_layers * t.hidden_size * 4
     lm_weights = sum(p.numel() for p in model.get_decoder().parameters()) * 4  # embedding table and head: same size
     assert decode_floor_s(model, 2, 10, 3, 1e9) == pytest.approx((3 * lm_weights + 2 * kv_bytes_per_token(model) * (10 + 11 + 12)) / 1e9)
+    # one prompt for both sequences: its 10 tokens read once a step, each sequence's own 0, 1, 2 tokens
+    assert decode_floor_s(model, 2, 10, 3, 1e9, prompts=1) == pytest.approx((3 * lm_weights + kv_bytes_per_token(model) * (30 + 2 * 3)) / 1e9)
     assert prompts_for_memory(model, 10, 100, "cpu") == 1
     with pytest.raises(ValueError, match="square"): random_llava("tiny", 15)
