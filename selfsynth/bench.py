@@ -360,9 +360,9 @@ def _time_sft(model, params, opt, batch, micro: int, dtype, answer_chunk, steps:
     return dict(s_per_step=m["s"] / steps, peak_mb=m["peak_mb"])
 
 def bench_sft(shapes: dict, device="auto", seed: int = 0, answer_chunk: int = 1024) -> dict:
-    "Time the public code's LoRA step (one pass, checkpointing, full float32 logits) against the optimised one on one random LLaVA; one result dict."
+    "Time the public code's LoRA step (one pass, checkpointing, full float32 logits) against the optimised one (on a GPU with its blocks compiled, as `train`) on one random LLaVA; one result dict."
     from selfsynth.models import resolve_device, resolve_dtype
-    from selfsynth.tune import add_lora, answer_loss, enable_checkpointing
+    from selfsynth.tune import add_lora, answer_loss, compile_blocks, enable_checkpointing
     dev = resolve_device(device)
     dtype = resolve_dtype("auto", dev)
     model = random_llava(shapes["model"], shapes["image_tokens"], dev, dtype, seed)
@@ -387,17 +387,25 @@ def bench_sft(shapes: dict, device="auto", seed: int = 0, answer_chunk: int = 10
     micro, checkpointing = sft_micro_batch(model, batch, dtype, answer_chunk)
     if checkpointing: enable_checkpointing(hf)
     fast = _time_sft(model, params, opt, batch, micro, dtype, answer_chunk, shapes["steps"], dev)
+    compiled = None
+    if dev.type == "cuda":  # what `train` does on a GPU: the blocks compiled, fusing their elementwise work
+        try:
+            compile_blocks(model)
+            compiled = _time_sft(model, params, opt, batch, micro, dtype, answer_chunk, shapes["steps"], dev)
+        except Exception as e: compiled = dict(error=f"{type(e).__name__}: {str(e)[:300]}")
     peak = matmul_peak(dev, dtype)
     flops = 4 * n_params * size * seq_len  # a step: forward, and backward to the activations
     report = lambda t, micro, ckpt, loss: dict(
         micro_batch=micro, accumulation=size // micro, checkpointing=ckpt, loss=loss, s_per_step=_sig(t["s_per_step"]),
         samples_per_s=_sig(size / t["s_per_step"]), mfu=_sig(flops / t["s_per_step"] / peak, 3), peak_mem_mb=_sig(t["peak_mb"]))
     baseline = report(base, size, True, "all positions, float32 logits")
-    optimised = report(fast, micro, checkpointing, f"answer tokens, head in chunks of {answer_chunk}")
+    uncompiled = report(fast, micro, checkpointing, f"answer tokens, head in chunks of {answer_chunk}")
+    if compiled and "error" not in compiled: optimised = dict(report(compiled, micro, checkpointing, uncompiled["loss"]), compiled=True)
+    else: optimised = dict(uncompiled, compiled=False, compile_error=compiled and compiled["error"])
     return {"bench": "sft", "device": dev.type, "device_name": _device_name(dev),
             "shapes": dict(shapes, seq_len=seq_len, params=n_params, trainable_params=sum(p.numel() for p in params)),
             "dtype": str(dtype).removeprefix("torch."), "seed": seed, "peak_tflops": _sig(peak / 1e12),
-            "baseline": baseline, "optimised": optimised,
+            "baseline": baseline, "optimised": optimised, "optimised_uncompiled": uncompiled if optimised["compiled"] else None,
             "speedup": _sig(optimised["samples_per_s"] / baseline["samples_per_s"]), "mfu": optimised["mfu"],
             "baseline_mfu": baseline["mfu"], "loss_rel_diff": _sig(abs(answer - full) / abs(full), 3),
             "peak_mem_kind": "cuda max_memory_allocated" if dev.type == "cuda" else "rss high-water mark",

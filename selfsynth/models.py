@@ -309,7 +309,7 @@ _SAMPLING_OPTS = {"do_sample", "temperature", "top_k", "top_p", "min_new_tokens"
 def _cache_kwarg(lm) -> str:
     return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # renamed in transformers 5.2x
 
-def _warpers(model, opts: dict, prompt_len: int):
+def _warpers(model, opts: dict, prompt_len: int, device):
     "transformers' own logits processors for the options, in `generate`'s order (min length first, then the warpers)."
     from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
                               TopKLogitsWarper, TopPLogitsWarper)
@@ -318,7 +318,7 @@ def _warpers(model, opts: dict, prompt_len: int):
     procs = LogitsProcessorList()
     eos = pick("eos_token_id", None)
     if opts.get("min_new_tokens") and eos is not None:
-        procs.append(MinNewTokensLengthLogitsProcessor(prompt_len, opts["min_new_tokens"], eos))
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_len, opts["min_new_tokens"], eos, device=device))
     if pick("do_sample", False):
         t, k, p = pick("temperature", 1.0), pick("top_k", 50), pick("top_p", 1.0)
         if t != 1.0: procs.append(TemperatureLogitsWarper(t))
@@ -366,7 +366,7 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
     ids, mask = enc["input_ids"], enc["attention_mask"]
     media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
     P, L = ids.shape
-    procs, do_sample, eos, pad = _warpers(model, opts, L)
+    procs, do_sample, eos, pad = _warpers(model, opts, L, ids.device)
     lm, B = model.get_decoder(), P * n
     kw = _cache_kwarg(lm)
     with torch.inference_mode():

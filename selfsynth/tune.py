@@ -22,8 +22,8 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'encode_batch', 'lora_targets', 'projector_name', 'add_lora',
            'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing',
-           'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned', 'main', 'launch_train', 'round_dir',
-           'image_root', 'start_model', 'tune_stage']
+           'compile_blocks', 'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned', 'main', 'launch_train',
+           'round_dir', 'image_root', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -190,6 +190,13 @@ def enable_checkpointing(model) -> None:
     if hasattr(model, "activation_checkpointing_enable"): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)  # transformers before its rename
 
+def compile_blocks(model) -> int:
+    "Compile each decoder block of the language model in place (`torch.compile`, one graph for alike blocks); the number compiled."
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
+    blocks = base.get_decoder().layers
+    for block in blocks: block.compile()
+    return len(blocks)
+
 def answer_cross_entropy(model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy of the answer tokens (`labels` != -100). Logits are made only from the batch's earliest
     answer position on (`logits_to_keep`): the image and prompt positions, most of a LLaVA sequence, never reach the
@@ -212,6 +219,7 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
     if cfg.grad_checkpointing: enable_checkpointing(model)
     model.config.use_cache = False
     model = add_lora(model, cfg)
+    if cfg.compile_blocks or (cfg.compile_blocks is None and acc.device.type == "cuda"): compile_blocks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params: p.data = p.data.float()  # fp32 master weights for what is trained
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -316,7 +324,7 @@ if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m self
 
 # %% ../nbs/13_tune.ipynb #8fd5a53e
 TUNE_FIELDS = ["lora_r", "lora_alpha", "lora_dropout", "lr", "epochs", "batch_size", "warmup_ratio", "augment",
-               "general_data", "seed", "dtype"]  # micro_batch_size / grad_checkpointing / device change speed, not the result
+               "general_data", "seed", "dtype"]  # micro_batch_size / grad_checkpointing / compile_blocks / device change speed, not the result
 
 def round_dir(method: str, k: int) -> str:
     "Folder of round `k` of `method`, relative to the run folder."
