@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PRESET ?= mini
 ARGS ?=
 
-.PHONY: install reproduce test docs lab readme clean
+.PHONY: install reproduce test docs lab readme clean costs
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ reproduce: install
 test: install
 	$(PY) -m pytest tests -q
 	$(VENV)/bin/nbdev-test --n-workers 2
+
+# After a new GPU result in benchmarks/results/: rewrite the cost table on the paper-scale cost page.
+costs: install
+	$(PY) -c "from selfsynth.costs import publish_costs; print(publish_costs())"
 
 docs: install
 	$(PY) -c "from selfsynth.site import build_site; print(build_site('_docs'))"
