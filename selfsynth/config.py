@@ -87,6 +87,7 @@ class RunConfig:
     judge: str = "offline"  # `offline` or `llm` (OpenAI-compatible endpoint from the environment)
     fs_model: str | None = None  # Causal LM scoring fluency (perplexity); None = the base model's language model
     gen_batch_size: int = 16  # Prompts per generation batch
+    gen_launch: str | None = None  # Command that starts sampling processes (e.g. `accelerate launch --config_file configs/accelerate_gpus.yaml`); None = sample in this process
     gen_backend: str = "cascade"  # Sampling: `cascade` (one prefill per prompt; its KV cache kept once and read once per step for its n samples; CUDA-graph steps on a GPU), `shared` (one prefill, KV cache repeated n times), `shared-static` (+ static cache, compiled decode on a GPU) or `eager` (`num_return_sequences`); same samples, different speed
 
 # %% ../nbs/00_config.ipynb #c55ac75b

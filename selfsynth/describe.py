@@ -150,13 +150,11 @@ def _describe_chunk(ctx, recs, root, prompts, model_cache) -> list[dict]:
     "Sample descriptions for one chunk of records; one row per record, with kept and dropped samples."
     from selfsynth import models
     cfg = ctx.cfg
-    if "vlm" not in model_cache: model_cache["vlm"] = models.load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    model, processor = model_cache["vlm"]
-    images = [models.load_image(r.image_path(root)) for r in recs]  # a missing file fails here, naming it
-    answers = models.generate(model, processor, [im for im in images for _ in prompts], [p for _ in recs for p in prompts],
-                              n=cfg.describe_samples, temperature=cfg.describe_temperature,
-                              max_new_tokens=cfg.describe_max_new_tokens, seed=seed_for(cfg.seed, "describe", recs[0].id),
-                              batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, desc="describe")
+    images = [r.image_path(root) for r in recs]
+    for im in images: models.load_image(im)  # a missing or corrupt file fails here, naming it, before any sampling
+    answers = models.sample(cfg, cfg.model, model_cache, [im for im in images for _ in prompts], [p for _ in recs for p in prompts],
+                            n=cfg.describe_samples, temperature=cfg.describe_temperature,
+                            max_new_tokens=cfg.describe_max_new_tokens, seed=seed_for(cfg.seed, "describe", recs[0].id), desc="describe")
     rows = []
     for i, r in enumerate(recs):
         kept, dropped = [], []

@@ -403,15 +403,13 @@ def _eval_chunk(ctx, recs, root, question, concepts, cache, model_path) -> list[
     "Answer, judge and score one chunk of test records."
     from selfsynth import models
     cfg = ctx.cfg
-    if "vlm" not in cache: cache["vlm"] = models.load_vlm(ctx.path(model_path), device=cfg.device, dtype=cfg.dtype)
     if "judge" not in cache:
         cache["judge"] = OfflineJudge(ConceptMatcher(text_encoder(JUDGE_ENCODER, cfg.device), concepts))
         if cfg.judge == "llm": cache["llm"] = llm_judge_from_env(ctx.path("eval/.judge_cache"))
     if "fs" not in cache: cache["fs"] = load_fs_model(cfg)
-    model, processor = cache["vlm"]
-    answers = [a[0] for a in models.generate(model, processor, [r.image_path(root) for r in recs], [question] * len(recs),
-                                             do_sample=False, max_new_tokens=cfg.eval_max_new_tokens,
-                                             batch_size=cfg.gen_batch_size, desc="answer")]
+    answers = [a[0] for a in models.sample(cfg, ctx.path(model_path), cache, [r.image_path(root) for r in recs],
+                                           [question] * len(recs), do_sample=False, max_new_tokens=cfg.eval_max_new_tokens,
+                                           desc="answer")]
     verdicts = cache["judge"].judge(answers, [r.visible for r in recs])
     if "llm" in cache:  # EE and CS from the endpoint; claims and grounded precision stay offline (ground truth)
         for v, a in zip(verdicts, answers):

@@ -17,8 +17,8 @@ from .config import GEN_BACKENDS
 __all__ = ['SPECIAL_TOKENS', 'LLAVA_CHAT_TEMPLATE', 'GENERIC_TEXT', 'MINI_SIZES', 'TINY_SIZES', 'SAMPLING_BACKENDS',
            'CASCADE_ATTENTION', 'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava', 'save_llava',
            'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt', 'generate', 'shared_prefix_cache',
-           'generate_shared', 'CascadeCache', 'cascade_attention', 'GraphedStep', 'generate_cascade',
-           'load_text_encoder', 'embed']
+           'generate_shared', 'CascadeCache', 'cascade_attention', 'GraphedStep', 'generate_cascade', 'launch_generate',
+           'sample', 'main', 'load_text_encoder', 'embed']
 
 # %% ../nbs/04_models.ipynb #187d34f3
 def resolve_device(name: str = "auto") -> torch.device:
@@ -191,8 +191,8 @@ def _batch_seed(seed: int, start: int) -> int:
     return (seed * 1_000_003 + start) % (2**63 - 1)
 
 def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64,
-             do_sample=True, seed=0, batch_size=16, desc=None, backend="eager") -> list[list[str]]:
-    "For each (image, question) pair, `n` decoded answers. Images are PIL images or paths. Greedy if not `do_sample`."
+             do_sample=True, seed=0, batch_size=16, desc=None, backend="eager", offset: int = 0) -> list[list[str]]:
+    "For each (image, question) pair, `n` decoded answers. Images are PIL images or paths. Greedy if not `do_sample`. `offset`: the items' index in a longer list (seeds follow it)."
     images, questions = list(images), list(questions)
     if len(images) != len(questions): raise ValueError(f"generate: {len(images)} images but {len(questions)} questions")
     if backend not in SAMPLING_BACKENDS: raise ValueError(f"generate: unknown backend {backend!r} (known: {', '.join(SAMPLING_BACKENDS)})")
@@ -210,7 +210,7 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
             enc = processor(images=imgs, text=prompts, padding=True, return_tensors="pt").to(dev)
             enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode():
-                torch.manual_seed(_batch_seed(seed, start))
+                torch.manual_seed(_batch_seed(seed, offset + start))
                 if backend == "eager": ids = model.generate(**enc, **opts, num_return_sequences=k)
                 elif backend == "cascade": ids = generate_cascade(model, enc, k, **opts)
                 else: ids = generate_shared(model, enc, k, static=backend == "shared-static", **opts)
@@ -401,6 +401,59 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
     return torch.cat([seqs, out[:, :int(live.sum())]], 1)
 
 
+# %% ../nbs/04_models.ipynb #c4sh0002
+def _generate_part(spec: dict) -> None:
+    "One process's share of `launch_generate`: every world-th batch, written as JSON lines `{start, answers}`."
+    from accelerate import PartialState
+    state = PartialState()
+    opts = dict(spec["options"])
+    size = opts["batch_size"]
+    model, processor = load_vlm(spec["model"], device=state.device, dtype=spec["dtype"])
+    images, questions = spec["images"], spec["questions"]
+    rows = [dict(start=s, answers=generate(model, processor, images[s:s + size], questions[s:s + size], offset=s, **opts))
+            for s in range(state.process_index * size, len(images), state.num_processes * size)]
+    part = Path(spec["out"]) / f"part-{state.process_index}.jsonl"
+    part.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    part.with_suffix(".tmp").replace(part)
+
+def launch_generate(model, images, questions, launch: list[str], *, dtype="auto", batch_size=16, work_dir=None,
+                    **opts) -> list[list[str]]:
+    "`generate(...)` for image paths, split across the processes that the command prefix `launch` starts; the answers in item order."
+    import subprocess, sys, tempfile
+    images, questions = [str(p) for p in images], list(questions)
+    if len(images) != len(questions): raise ValueError(f"launch_generate: {len(images)} images but {len(questions)} questions")
+    with tempfile.TemporaryDirectory(dir=work_dir) as d:
+        spec = Path(d) / "spec.json"
+        spec.write_text(json.dumps(dict(model=str(model), images=images, questions=questions, dtype=dtype, out=d,
+                                        options=dict(opts, batch_size=batch_size))))
+        proc = subprocess.run([*launch, "-m", "selfsynth.models", str(spec)], capture_output=True, text=True)
+        if proc.returncode != 0: raise RuntimeError(f"{' '.join(launch)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        answers = [None] * len(images)
+        for part in sorted(Path(d).glob("part-*.jsonl")):
+            for line in part.read_text().splitlines():
+                row = json.loads(line)
+                answers[row["start"]:row["start"] + len(row["answers"])] = row["answers"]
+    if missing := [i for i, a in enumerate(answers) if a is None]:
+        raise RuntimeError(f"launch_generate: no answers for items {missing[:10]} (did every process finish?)")
+    return answers
+
+def sample(cfg, model_path, cache: dict, images, questions, **opts) -> list[list[str]]:
+    "A stage's `generate`: in this process with the model loaded once into `cache`, or across the processes `cfg.gen_launch` starts (images as paths)."
+    opts = dict(opts, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend)
+    if cfg.gen_launch:
+        import shlex
+        opts.pop("desc", None)
+        return launch_generate(model_path, images, questions, shlex.split(cfg.gen_launch), dtype=cfg.dtype, **opts)
+    if "vlm" not in cache: cache["vlm"] = load_vlm(model_path, device=cfg.device, dtype=cfg.dtype)
+    return generate(*cache["vlm"], images, questions, **opts)
+
+def main(argv=None) -> None:
+    "Entry point for `accelerate launch -m selfsynth.models spec.json` (see `launch_generate`)."
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1: raise SystemExit("usage: python -m selfsynth.models spec.json")
+    _generate_part(json.loads(Path(args[0]).read_text()))
+
 # %% ../nbs/04_models.ipynb #2d427727
 _PACKAGED = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
@@ -425,3 +478,6 @@ def embed(encoder, texts, batch_size: int = 256) -> torch.Tensor:
         return torch.zeros(0, dim())
     e = encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
     return e.float().cpu()
+
+# %% ../nbs/04_models.ipynb #c4sh0003
+if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m selfsynth.models`, not the notebook

@@ -97,18 +97,17 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
     "Candidates (with scores) of one chunk of images."
     from selfsynth import models
     cfg = ctx.cfg
-    if "vlm" not in cache:
-        cache["vlm"] = models.load_vlm(ctx.path(f"{round_dir(method, k - 1)}/merged"), device=cfg.device, dtype=cfg.dtype)
+    if "enc" not in cache:
         cache["enc"] = models.load_text_encoder(cfg.retriever, device=cfg.device)
         cache["embed"] = lambda texts: embed_texts(cache["enc"], texts)
         cache["concept_emb"] = cache["embed"](label_concept_table(concepts)[0])
-    model, processor = cache["vlm"]
     queries = [image_queries(cfg.dataset, cfg.rs_queries, query_rng(cfg.seed, method, k, s["id"])) for s in sels]
-    pil = {s["id"]: models.load_image(images[s["id"]]) for s in sels}
-    answers = models.generate(model, processor, [pil[s["id"]] for s, qs in zip(sels, queries) for _ in qs],
-                              [q for qs in queries for _, q in qs], n=cfg.rs_samples, temperature=cfg.rs_temperature,
-                              top_p=cfg.rs_top_p, max_new_tokens=cfg.rs_max_new_tokens, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend,
-                              seed=seed_for(cfg.seed, "rejection", method, k, sels[0]["id"]), desc=f"rejection/{method}/round-{k}")
+    for s in sels: models.load_image(images[s["id"]])  # a missing or corrupt file fails here, naming it
+    answers = models.sample(cfg, ctx.path(f"{round_dir(method, k - 1)}/merged"), cache,
+                            [images[s["id"]] for s, qs in zip(sels, queries) for _ in qs],
+                            [q for qs in queries for _, q in qs], n=cfg.rs_samples, temperature=cfg.rs_temperature,
+                            top_p=cfg.rs_top_p, max_new_tokens=cfg.rs_max_new_tokens,
+                            seed=seed_for(cfg.seed, "rejection", method, k, sels[0]["id"]), desc=f"rejection/{method}/round-{k}")
     rows, it = [], iter(answers)
     for s, qs in zip(sels, queries):
         for qi, (kind, q) in enumerate(qs):

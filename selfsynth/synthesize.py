@@ -207,13 +207,11 @@ def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]
              for s in sels]
     answers = [[None] * len(p) for p in plans]
     if method != "nl":
-        if "vlm" not in model_cache: model_cache["vlm"] = models.load_vlm(cfg.model, device=cfg.device, dtype=cfg.dtype)
-        model, processor = model_cache["vlm"]
-        pil = {s["id"]: models.load_image(images[s["id"]]) for s in sels}  # a missing file fails here, naming it
-        flat = models.generate(model, processor, [pil[s["id"]] for s, p in zip(sels, plans) for _ in p],
-                               [x["prompt"] for p in plans for x in p], n=1, temperature=cfg.synth_temperature,
-                               max_new_tokens=cfg.synth_max_new_tokens, seed=seed_for(cfg.seed, "synthesize", method, sels[0]["id"]),
-                               batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, desc=f"synthesize/{method}")
+        for s in sels: models.load_image(images[s["id"]])  # a missing or corrupt file fails here, naming it
+        flat = models.sample(cfg, cfg.model, model_cache, [images[s["id"]] for s, p in zip(sels, plans) for _ in p],
+                             [x["prompt"] for p in plans for x in p], n=1, temperature=cfg.synth_temperature,
+                             max_new_tokens=cfg.synth_max_new_tokens, seed=seed_for(cfg.seed, "synthesize", method, sels[0]["id"]),
+                             desc=f"synthesize/{method}")
         it = iter(a[0] for a in flat)
         answers = [[next(it) for _ in p] for p in plans]
     return [r for s, p, a in zip(sels, plans, answers)

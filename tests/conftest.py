@@ -13,3 +13,14 @@ def bench_json(capsys):
         assert len(lines) == 1, lines
         return json.loads(lines[0])
     return run
+
+
+@pytest.fixture
+def cpu2_launch():
+    "`accelerate launch` of 2 gloo processes (configs/accelerate_cpu2.yaml) on a port free now: runs close together must not collide."
+    import socket, sys
+    from pathlib import Path
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    config = Path(__file__).resolve().parent.parent / "configs" / "accelerate_cpu2.yaml"
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", str(port)]

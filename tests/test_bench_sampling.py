@@ -145,3 +145,18 @@ def test_random_llava_shapes_and_decode_floor():
     assert decode_floor_s(model, 2, 10, 3, 1e9, prompts=1) == pytest.approx((3 * lm_weights + kv_bytes_per_token(model) * (30 + 2 * 3)) / 1e9)
     assert prompts_for_memory(model, 10, 100, "cpu") == 1
     with pytest.raises(ValueError, match="square"): random_llava("tiny", 15)
+
+
+def test_two_processes_sample_what_one_does(tiny, tmp_path, cpu2_launch):
+    "accelerate launch, 2 gloo processes: every other batch each, merged in order; the same answers as one process."
+    from selfsynth.models import launch_generate
+    model, processor = tiny
+    model.save_pretrained(tmp_path / "m"); processor.save_pretrained(tmp_path / "m")
+    paths = []
+    for i, c in enumerate([(200, 30, 30), (20, 40, 220), (30, 160, 40), (240, 240, 20), (90, 90, 90)]):
+        Image.new("RGB", (40, 40), c).save(tmp_path / f"im{i}.png"); paths.append(tmp_path / f"im{i}.png")
+    questions = [QUESTIONS[i % 2] for i in range(5)]
+    kw = dict(n=3, max_new_tokens=6, seed=4, batch_size=2)
+    one = generate(model, processor, paths, questions, **kw)
+    two = launch_generate(tmp_path / "m", paths, questions, cpu2_launch, dtype="float32", backend="cascade", **kw)
+    assert two == one and len({a for x in one for a in x}) > 5  # the samples differ among themselves

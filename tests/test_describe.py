@@ -55,11 +55,11 @@ def test_degenerate_generations_dropped_and_counted(tmp_path, monkeypatch):
     calls = []
     def fake_generate(model, processor, images, questions, *, n=1, seed=0, **kw):
         calls.append(len(images))
-        # images come in (image, prompt) pairs; identify an image by its colour
+        # images (paths) come in (image, prompt) pairs; identify an image by its colour
         ids = {(0, 100, 200): "img0", (40, 100, 160): "img1", (80, 100, 120): "img2"}
         out = []
         for k, im in enumerate(images):
-            samples = script[ids[im.getpixel((0, 0))]]
+            samples = script[ids[models.load_image(im).getpixel((0, 0))]]
             p = k % 2  # prompt index (2 prompts)
             out.append([samples[s * 2 + p] for s in range(n)])
         return out

@@ -1,5 +1,5 @@
 "Tests of step 2 (selfsynth.tune): loss mask, LoRA placement, merge, schedule, batching, and a 2-process run."
-import random, subprocess, sys
+import random
 from pathlib import Path
 import pytest, torch
 from PIL import Image
@@ -8,7 +8,6 @@ from selfsynth.models import make_random_llava, load_vlm, generate
 from selfsynth.tune import (AUGMENTATIONS, answer_cross_entropy, augment, encode_batch, add_lora, lr_at, plan_batches, micro_batches, train,
                             launch_train, load_samples)
 
-ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -80,13 +79,12 @@ def test_train_merge_and_frozen_parts(tiny, samples, tmp_path):
     with torch.no_grad(): assert torch.allclose(pm(**enc).logits, merged(**enc).logits, atol=1e-4)
     assert len(generate(merged, proc, [samples[0]["image"]], ["What bird is this?"], max_new_tokens=4)[0]) == 1
 
-def test_two_processes_match_one(tiny, samples, tmp_path):
+def test_two_processes_match_one(tiny, samples, tmp_path, cpu2_launch):
     "2 gloo processes (accelerate launch) train the same steps as 1 process with accumulation, and save a working model."
     cfg = RunConfig(device="cpu", lora_r=4, lora_alpha=8, lora_dropout=0.0, lr=1e-2, epochs=2, batch_size=4, micro_batch_size=1,
                     grad_checkpointing=True)
     one = train(tiny, samples, tmp_path / "one", cfg)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs/accelerate_cpu2.yaml")]
-    two = launch_train(tiny, samples, tmp_path / "two", cfg, launch)
+    two = launch_train(tiny, samples, tmp_path / "two", cfg, cpu2_launch)
     assert two["processes"] == 2 and one["processes"] == 1 and two["accumulation"] == 2 and one["accumulation"] == 4
     assert two["steps"] == one["steps"] == 4 and two["answer_tokens"] == one["answer_tokens"]
     assert max(abs(a - b) for a, b in zip(one["loss"], two["loss"])) < 2e-3, (one["loss"], two["loss"])
