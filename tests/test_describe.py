@@ -111,3 +111,15 @@ def test_max_train_images_and_missing_image(tmp_path, monkeypatch):
     (tmp_path / "run/world/images/1.png").write_bytes(b"not a png")
     store2 = RunStore(tmp_path / "run", store.cfg.replace(describe_samples=1))
     with pytest.raises(ValueError, match=r"1\.png"): describe_stage(store2)
+
+
+def test_describe_across_two_processes_equals_one(tmp_path, cpu2_launch):
+    "`gen_launch`: the stage's sampling split over 2 accelerate processes writes the very descriptions one process writes."
+    import shlex
+    tiny = models.make_random_llava(tmp_path / "tiny")
+    one = make_run(tmp_path / "one", n=4, model=tiny, gen_batch_size=4)  # 12 prompts: 3 batches, 2 for one process
+    describe_stage(one, chunk_images=4)
+    two = make_run(tmp_path / "two", n=4, model=tiny, gen_batch_size=4, gen_launch=shlex.join(cpu2_launch))
+    describe_stage(two, chunk_images=4)
+    assert read_jsonl(two.path(DESCRIPTIONS)) == read_jsonl(one.path(DESCRIPTIONS))
+    assert read_jsonl(two.path(DROPPED)) == read_jsonl(one.path(DROPPED))
