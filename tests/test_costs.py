@@ -3,10 +3,13 @@ import json, shutil
 from pathlib import Path
 import pytest
 from selfsynth.config import RunConfig
-from selfsynth.costs import stage_work, iteration_minutes, cost_table, latest_results, publish_costs, ESTIMATE_CELL
+from selfsynth.costs import stage_work, sampling_rate, iteration_minutes, cost_table, latest_results, publish_costs, ESTIMATE_CELL
 
 BENCH = {"device": "Test GPU",  # round rates: every figure below can be checked by hand
-         "sampling": {"baseline_tokens_per_s": 1000.0, "optimised_tokens_per_s": 4000.0},
+         "sampling": {"baseline_tokens_per_s": 1000.0, "optimised_tokens_per_s": 6000.0, "shapes": {"prompts": 2},
+                      "backends": {"eager": {"prompts": 2, "tokens_per_s": 1000.0}, "shared": {"error": "OutOfMemoryError"},
+                                   "cascade": {"prompts": 2, "tokens_per_s": 4000.0},  # the rate at eager's batch: used
+                                   "cascade-wide": {"prompts": 6, "tokens_per_s": 6000.0}}},
          "sft": {"baseline": {"samples_per_s": 10.0}, "optimised": {"samples_per_s": 20.0}},
          "selection": {"baseline_s": 5994.0, "optimised_s": 59.94}}
 
@@ -20,6 +23,8 @@ def test_stage_work_follows_the_config():
 
 
 def test_minutes_from_rates():
+    assert sampling_rate(BENCH["sampling"], "optimised") == ("cascade", 4000.0)
+    assert sampling_rate(BENCH["sampling"], "baseline") == ("eager", 1000.0)
     w = stage_work(5994, 10)
     base, opt = iteration_minutes(BENCH, w, "baseline"), iteration_minutes(BENCH, w, "optimised")
     assert base["describe"] == pytest.approx(5994 * 7680 / 1000 / 60) and opt["describe"] == pytest.approx(base["describe"] / 4)
