@@ -69,6 +69,7 @@ class RunConfig:
     micro_batch_size: int | None = None  # Per-device micro-batch; None = as large as `batch_size` allows
     warmup_ratio: float = 0.05  # Share of steps with linear warm-up
     grad_checkpointing: bool = True  # Trade compute for memory (paper's setting)
+    tune_launch: str | None = None  # Command that starts the training processes (e.g. `accelerate launch --config_file configs/accelerate_gpus.yaml`); None = train in this process
     compile_blocks: bool | None = None  # torch.compile each decoder block (fuses their elementwise work); None = on a GPU
     augment: bool = True  # 1-4 random image augmentations per training sample
     general_data: str | None = None  # Optional JSON of general instruction samples mixed in 1:1 (LLaVA-Instruct)

@@ -339,7 +339,10 @@ def start_model(store: RunStore, method: str, k: int) -> str:
     return str(_model_dir(store.cfg.model).resolve()) if k == 1 else f"{round_dir(method, k - 1)}/merged"
 
 def tune_stage(store: RunStore, method: str, k: int, qa_rel: str, launch: list[str] | None = None) -> dict:
-    "Stage `tune/<method>/round-<k>`: train on `qa_rel`, write the round's adapter/ and merged/. `launch`: see `launch_train`."
+    "Stage `tune/<method>/round-<k>`: train on `qa_rel`, write the round's adapter/ and merged/. `launch` (default: `cfg.tune_launch`): see `launch_train`."
+    if launch is None and store.cfg.tune_launch:
+        import shlex
+        launch = shlex.split(store.cfg.tune_launch)
     cfg, out = store.cfg, round_dir(method, k)
     base = start_model(store, method, k)
     def run(ctx):
