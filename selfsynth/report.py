@@ -253,18 +253,31 @@ def figure5(sel: pd.DataFrame, path, ns=(1, 2, 5, 10, 20, 30)) -> Path:
     return Path(path)
 
 # %% ../nbs/21_report.ipynb #36a5246c
+_EMBEDDED = {}  # (encoder, device, file, modification time) -> SelectionInputs: one embedding for every τ
+
+def _embedded_descriptions(store: RunStore, name: str, device) -> "SelectionInputs":
+    "The run's descriptions and concepts embedded with encoder `name`, computed once per process and file version."
+    from selfsynth.describe import DESCRIPTIONS, dataset_files
+    from selfsynth.data import read_concepts
+    from selfsynth.select import embed_inputs
+    files = [store.path(DESCRIPTIONS), store.path(dataset_files(store.cfg)[1])]
+    key = (name, str(device), *[(str(f), f.stat().st_mtime_ns) for f in files])
+    if key not in _EMBEDDED:
+        rows = [r for r in read_jsonl(files[0]) if r["descriptions"]]
+        _EMBEDDED.clear()  # keep one: a new file version makes the old embedding useless
+        _EMBEDDED[key] = embed_inputs(rows, read_concepts(files[1]), text_encoder(name, device))
+    return _EMBEDDED[key]
+
 def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None) -> dict:
     "Stage `report/encoder/<name>[/tau-<tau>]`: precision (mean, 95 % interval) of the InfoNCE selection with text encoder `name` (at `tau`; None = the run's)."
     from selfsynth.describe import DESCRIPTIONS, dataset_files
-    from selfsynth.data import read_concepts
-    from selfsynth.select import embed_inputs, select_ib
+    from selfsynth.select import select_ib
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     suffix = "" if tau is None else f"/tau-{tau:g}"
     out, (manifest_rel, concepts_rel) = f"report/selection_by_encoder/{safe}{suffix}.json", dataset_files(store.cfg)
     def run(ctx):
         cfg = ctx.cfg
-        rows = [r for r in read_jsonl(store.path(DESCRIPTIONS)) if r["descriptions"]]
-        inp = embed_inputs(rows, read_concepts(store.path(concepts_rel)), text_encoder(name, cfg.device))
+        inp = _embedded_descriptions(store, name, cfg.device)
         visible = visible_map(store)
         sel = select_ib(inp, cfg.tau if tau is None else tau, cfg.select_std, cfg.select_min, cfg.select_chunk)
         p = [selection_scores(r["selected"], visible[r["id"]])[0] for r in sel if visible.get(r["id"]) is not None]
