@@ -223,6 +223,10 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
 SAMPLING_BACKENDS = GEN_BACKENDS  # eager (`num_return_sequences`), one shared prefill, + static cache, cascade
 _STATIC_ROUND = 64  # static cache lengths are rounded up to this: fewer distinct shapes to compile
 
+def _cache_kwarg(model) -> str:
+    "The name under which this transformers version passes a KV cache to the model (`cache` since 5.2x, `past_key_values` before)."
+    return "cache" if "cache" in inspect.signature(model.get_decoder().forward).parameters else "past_key_values"
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     "Position ids as `generate` derives them from a left-padded attention mask (padding at 0)."
     return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -233,14 +237,14 @@ def shared_prefix_cache(model, enc, n: int, static_len: int | None = None):
     ids, mask = enc["input_ids"], enc["attention_mask"]
     media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}  # pixel_values: prefill only
     prefix = DynamicCache(config=model.config)
-    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask)[:, :-1], cache=prefix,
-          use_cache=True, logits_to_keep=1, **media)
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask)[:, :-1],
+          use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): prefix}, **media)
     if static_len is None:
         prefix.batch_repeat_interleave(n)
         return prefix
     cache = StaticCache(config=model.config, max_cache_len=static_len)
-    for layer, (keys, values, _) in enumerate(prefix):
-        cache.update(keys.repeat_interleave(n, 0), values.repeat_interleave(n, 0), layer)
+    for i, layer in enumerate(prefix.layers):
+        cache.update(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0), i)
     return cache
 
 def generate_shared(model, enc, n: int, *, max_new_tokens: int, static: bool = False, **opts) -> torch.Tensor:
@@ -251,7 +255,7 @@ def generate_shared(model, enc, n: int, *, max_new_tokens: int, static: bool = F
     with torch.inference_mode():
         cache = shared_prefix_cache(model, enc, n, static_len)
         return model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
-                              cache=cache, max_new_tokens=max_new_tokens, **opts)
+                              **{_cache_kwarg(model): cache}, max_new_tokens=max_new_tokens, **opts)
 
 # %% ../nbs/04_models.ipynb #c4sc0002
 CASCADE_ATTENTION = "selfsynth_cascade"
@@ -305,9 +309,6 @@ AttentionInterface.register(CASCADE_ATTENTION, cascade_attention)  # a name `set
 # %% ../nbs/04_models.ipynb #c4sc0003
 _SPAN = 64  # the attention over the samples' own tokens reads a multiple of this many slots
 _SAMPLING_OPTS = {"do_sample", "temperature", "top_k", "top_p", "min_new_tokens", "pad_token_id", "eos_token_id"}
-
-def _cache_kwarg(lm) -> str:
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"  # renamed in transformers 5.2x
 
 def _warpers(model, opts: dict, prompt_len: int, device):
     "transformers' own logits processors for the options, in `generate`'s order (min length first, then the warpers)."
@@ -368,7 +369,7 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
     P, L = ids.shape
     procs, do_sample, eos, pad = _warpers(model, opts, L, ids.device)
     lm, B = model.get_decoder(), P * n
-    kw = _cache_kwarg(lm)
+    kw = _cache_kwarg(model)
     with torch.inference_mode():
         prefix = DynamicCache(config=model.config)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
