@@ -82,16 +82,17 @@ TINY_SIZES = dict(image_size=32, patch_size=8, vision_hidden=32, vision_layers=2
                   lm_hidden=32, lm_layers=2, lm_heads=2, max_positions=512)  # random models for tests
 
 def new_llava(tokenizer, *, seed: int = 0, image_size=64, patch_size=8, vision_hidden=96, vision_layers=3,
-              vision_heads=3, lm_hidden=128, lm_layers=4, lm_heads=4, max_positions=1024, vision_feature_layer=-2):
-    "A randomly initialised (seeded) `LlavaForConditionalGeneration` and its `LlavaProcessor` around `tokenizer`."
+              vision_heads=3, lm_hidden=128, lm_layers=4, lm_heads=4, max_positions=1024, vision_feature_layer=-2,
+              vision_intermediate: int | None = None, lm_intermediate: int | None = None):
+    "A randomly initialised (seeded) `LlavaForConditionalGeneration` and its `LlavaProcessor` around `tokenizer` (MLP widths default to 4× and 8/3× the hidden size)."
     from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaProcessor, CLIPImageProcessor, GenerationConfig)
     if image_size % patch_size: raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden, num_hidden_layers=vision_layers,
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=vision_intermediate or 4 * vision_hidden, num_hidden_layers=vision_layers,
                               num_attention_heads=vision_heads, image_size=image_size, patch_size=patch_size,
                               projection_dim=vision_hidden)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=lm_hidden, intermediate_size=(8 * lm_hidden) // 3,
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=lm_hidden, intermediate_size=lm_intermediate or (8 * lm_hidden) // 3,
                        num_hidden_layers=lm_layers, num_attention_heads=lm_heads, num_key_value_heads=lm_heads,
                        max_position_embeddings=max_positions, **ids)
     n_image_tokens = (image_size // patch_size) ** 2
