@@ -78,11 +78,27 @@ class GpuMemoryPoll:
         if self.proc: self.proc.terminate(); self.reader.join(timeout=5)
 
 
+def run_in_process(cmd: list, out: Path) -> subprocess.CompletedProcess:
+    "What `selfsynth round` does, without its notebook: the run store opened from the same options, then `run_round`."
+    import logging
+    from selfsynth.rounds import run_round
+    from selfsynth.runner import open_run
+    opts = dict(zip(cmd[3::2], cmd[4::2]))  # the CLI's options after "-v round"
+    sets = dict(v.split("=", 1) for k, v in zip(cmd[3:], cmd[4:]) if k == "--set")
+    over = dict(model=opts["--model"], retriever=opts["--retriever"], data_root=opts["--data-root"],
+                **{k: (int(v) if v.isdigit() else v) for k, v in sets.items()})
+    logging.basicConfig(level=logging.INFO)
+    try: run_round(open_run(opts["--run-dir"], "cub-200", over), "ours", 1); code = 0
+    except Exception as e: logging.exception("round failed"); code = 1
+    return subprocess.CompletedProcess(cmd, code, "", "")
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--shape", choices=SHAPES, default="7b")
     ap.add_argument("--images-per-class", type=int, default=4)
+    ap.add_argument("--in-process", action="store_true",
+                    help="call rounds.run_round here instead of the CLI (whose round notebook needs papermill and a kernel)")
     a = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     a.out.mkdir(parents=True, exist_ok=True)
@@ -98,11 +114,13 @@ def main(argv=None) -> int:
     if a.shape == "tiny": cmd += ["--set", "describe_max_new_tokens=16", "--set", "synth_max_new_tokens=16",
                                   "--set", "eval_max_new_tokens=16", "--set", "batch_size=4"]
     t1 = time.perf_counter()
-    with GpuMemoryPoll() as gpu: proc = subprocess.run(cmd, capture_output=True, text=True)
+    with GpuMemoryPoll() as gpu:
+        if a.in_process: proc = run_in_process(cmd, a.out)
+        else: proc = subprocess.run(cmd, capture_output=True, text=True)
     res = dict(shape=a.shape, device=torch.cuda.get_device_name() if device == "cuda" else "cpu", params=params,
                train_images=3 * a.images_per_class, build_s=round(built, 1), round_s=round(time.perf_counter() - t1, 1),
                exit=proc.returncode, peak_gpu_mib=gpu.peak,
-               peak_rss_mib=round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+               peak_rss_mib=round(max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024),
                command=" ".join(cmd[3:]))
     res["stages_s"] = {m.stem: json.loads(m.read_text()).get("wall_s") for m in sorted((a.out / "run" / ".stages").glob("*.json"))}
     log = a.out / "run" / "round-1" / "train_log.json"
