@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .store import RunStore, atomic_path, read_json, read_jsonl, write_json
 from .models import chat_prompt, load_image, load_vlm, resolve_device, resolve_dtype, _model_dir
 
@@ -22,8 +22,8 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'encode_batch', 'lora_targets', 'projector_name', 'add_lora',
            'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing',
-           'compile_blocks', 'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned', 'main', 'launch_train',
-           'round_dir', 'image_root', 'start_model', 'tune_stage']
+           'use_compiled_blocks', 'compile_blocks', 'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned',
+           'main', 'launch_train', 'round_dir', 'image_root', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -190,6 +190,14 @@ def enable_checkpointing(model) -> None:
     if hasattr(model, "activation_checkpointing_enable"): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)  # transformers before its rename
 
+def use_compiled_blocks(cfg: RunConfig, device) -> bool:
+    "Whether `train` compiles the decoder blocks: as `cfg.compile_blocks` says; by default on a GPU without checkpointing."
+    if cfg.compile_blocks is None: return torch.device(device).type == "cuda" and not cfg.grad_checkpointing
+    if cfg.compile_blocks and cfg.grad_checkpointing:  # torch 2.11's partitioner fails on checkpointed compiled blocks
+        raise ConfigError("config keys 'compile_blocks' and 'grad_checkpointing': compiled blocks cannot be checkpointed "
+                          "(torch.compile fails in the backward partition); turn one off")
+    return cfg.compile_blocks
+
 def compile_blocks(model) -> int:
     "Compile each decoder block of the language model in place (`torch.compile`, one graph for alike blocks); the number compiled."
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
@@ -219,7 +227,7 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
     if cfg.grad_checkpointing: enable_checkpointing(model)
     model.config.use_cache = False
     model = add_lora(model, cfg)
-    if cfg.compile_blocks or (cfg.compile_blocks is None and acc.device.type == "cuda"): compile_blocks(model)
+    if use_compiled_blocks(cfg, acc.device): compile_blocks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params: p.data = p.data.float()  # fp32 master weights for what is trained
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)

@@ -129,3 +129,14 @@ def test_general_data_mixed_in_equal_number(tmp_path, samples):
     assert got[-1]["image"] == str(tmp_path / "g.png")
     write_jsonl(tmp_path / "bad.jsonl", [dict(image="x.png", question="q")])
     with pytest.raises(ValueError, match="bad.jsonl: row 1: field 'answer'"): load_samples(tmp_path / "bad.jsonl", tmp_path)
+
+
+def test_compiled_blocks_by_default_only_on_a_gpu_without_checkpointing():
+    from selfsynth.config import ConfigError
+    from selfsynth.tune import use_compiled_blocks
+    assert use_compiled_blocks(RunConfig(grad_checkpointing=False), "cuda")
+    assert not use_compiled_blocks(RunConfig(grad_checkpointing=True), "cuda")  # the paper's setting: checkpointing wins
+    assert not use_compiled_blocks(RunConfig(grad_checkpointing=False), "cpu")
+    assert use_compiled_blocks(RunConfig(grad_checkpointing=False, compile_blocks=True), "cpu")
+    with pytest.raises(ConfigError, match="compile_blocks.*grad_checkpointing"):
+        use_compiled_blocks(RunConfig(grad_checkpointing=True, compile_blocks=True), "cuda")
