@@ -242,7 +242,22 @@ EXPLAIN_QUESTIONS = ["What is the specific name of this bird? Provide an explana
                      "What bird is shown here, and what features support your answer?",
                      "Identify the bird and justify the identification with what you see.",
                      "What is this bird called? Give the visual evidence.",
-                     "Which bird is this? Point out the features that identify it."]
+                     "Which bird is this? Point out the features that identify it.",
+                     # Wordings that ask for features, details or cues: without them the model answered such questions
+                     # like the describe task, restating the features without the name (rewrite label rate 0.77 -> 0.94)
+                     "What bird is this? Mention the features that give it away.",
+                     "Say which bird this is and which of its details point to it.",
+                     "Which species do you see? Back it up with the colours and shapes you notice.",
+                     "What is the name of this bird? Explain with the cues visible in the photo.",
+                     "Give this bird's name and explain what makes it recognisable.",
+                     "What species is this, judging by its visible characteristics? Explain.",
+                     "Name the bird, then list the details in the picture that support the name.",
+                     "Which bird is pictured? Use the visible traits to explain your choice.",
+                     "What is this bird? Describe the evidence that identifies it.",
+                     "Tell me what bird this is and which visible features make you say so.",
+                     "Identify the bird from its appearance and explain which characteristics you used.",
+                     "What would you call this bird, and what in its plumage or shape supports that?",
+                     "Which kind of bird is this? Explain using what can be seen in the image."]
 COT_QUESTIONS = ["First describe the visible features of this bird, then identify the species.",
                  "Describe the bird step by step, and then say which species it is.",
                  "List the features you can see on this bird, then name it.",
