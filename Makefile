@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PRESET ?= mini
+# rounds of different methods run at once, the CPU cores shared out (2 suits this 2-core machine; 1 on a single GPU)
+JOBS ?= 2
 ARGS ?=
 
 .PHONY: install reproduce test docs lab readme clean costs
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 reproduce: install
-	$(VENV)/bin/selfsynth -v reproduce --preset $(PRESET) $(ARGS)
+	$(VENV)/bin/selfsynth -v reproduce --preset $(PRESET) --jobs $(JOBS) $(ARGS)
 
 # pytest (includes: library in sync with the notebooks, notebooks clean, docs render), then every notebook's demos.
 test: install

@@ -6,7 +6,7 @@ Docs: https://selfsynth.github.io/selfsynth/cli.html.md"""
 
 # %% ../nbs/40_cli.ipynb #3532b33c
 from __future__ import annotations
-import argparse, logging, sys
+import argparse, logging, os, sys
 from pathlib import Path
 from .config import ConfigError, preset, load_config, apply_overrides, PRESETS
 from .store import RunStore, write_json
@@ -15,7 +15,7 @@ from .runner import execute, NotebookFailed
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'config_from_args', 'reproduce', 'parser', 'main']
+__all__ = ['log', 'config_from_args', 'lane_threads', 'next_round', 'run_rounds', 'reproduce', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #6bab99ee
 def _common(p: argparse.ArgumentParser):
@@ -36,14 +36,48 @@ def config_from_args(a: argparse.Namespace):
     return apply_overrides(cfg, a.sets, **short)
 
 # %% ../nbs/40_cli.ipynb #b8f0bb30
-def reproduce(store: RunStore) -> Path:
-    "The whole reproduction; returns the path of results.json."
+def lane_threads(jobs: int) -> int:
+    "Torch CPU threads for each of `jobs` notebooks running at once: this process's cores shared out, at least one."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
+
+def next_round(left: dict, running: set) -> tuple[str, int] | None:
+    "(method, round) to start next: the first round left of the idle method with the most rounds left, `nl` last; None if none."
+    idle = [m for m, ks in left.items() if ks and m not in running]
+    if not idle: return None
+    m = min(idle, key=lambda m: (m == "nl", -len(left[m])))  # ties: the config's method order
+    return m, left[m].pop(0)
+
+def run_rounds(store: RunStore, left: dict, jobs: int = 1) -> None:
+    "Execute rounds `left` ({method: [rounds]}) as notebooks, at most `jobs` at once, each method's rounds in order."
+    from concurrent.futures import ThreadPoolExecutor, FIRST_COMPLETED, wait
+    left, threads, running = {m: list(ks) for m, ks in left.items()}, lane_threads(jobs) if jobs > 1 else 0, {}
+    with ThreadPoolExecutor(jobs) as pool:
+        while True:
+            while len(running) < jobs and (nxt := next_round(left, set(running.values()))):
+                m, k = nxt
+                running[pool.submit(execute, store, "round", f"{m}-round-{k}", method=m, round=k, threads=threads)] = m
+            if not running: return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                running.pop(f)
+                f.result()  # a failed round stops the scheduling; leaving the pool waits for the rounds still running
+
+def reproduce(store: RunStore, jobs: int = 1) -> Path:
+    "The whole reproduction, rounds on `jobs` lanes; returns the path of results.json."
     from selfsynth.rounds import data_stage_for  # imported here: torch and transformers load slowly, `--help` need not wait
     cfg = store.cfg
     data_stage_for(store)
     execute(store, "round", "base-round-0", method="base", round=0)
-    for m in cfg.methods:
-        for k in range(1, cfg.rounds + 1): execute(store, "round", f"{m}-round-{k}", method=m, round=k)
+    left = {m: list(range(1, cfg.rounds + 1)) for m in cfg.methods}
+    if jobs > 1 and cfg.methods:  # alone first: the descriptions and the selection every round 1 reads
+        first = cfg.methods[0]
+        execute(store, "round", f"{first}-round-1", method=first, round=1)
+        left[first].pop(0)
+    if jobs > 1: run_rounds(store, left, jobs)
+    else:
+        for m, ks in left.items():
+            for k in ks: execute(store, "round", f"{m}-round-{k}", method=m, round=k)
     execute(store, "theory")
     execute(store, "report")
     return store.path("report/results.json")
@@ -52,7 +86,8 @@ def reproduce(store: RunStore) -> Path:
 def _cmd_reproduce(a):
     cfg = config_from_args(a)
     if a.methods: cfg = cfg.replace(methods=tuple(m.strip() for m in a.methods.split(",")))
-    print(f"results: {reproduce(RunStore(cfg.run_dir, cfg))}")
+    if a.jobs < 1: raise ConfigError(f"--jobs must be at least 1, got {a.jobs}")
+    print(f"results: {reproduce(RunStore(cfg.run_dir, cfg), a.jobs)}")
 
 def _cmd_round(a):
     cfg = config_from_args(a)
@@ -91,6 +126,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="data, base evaluation, all methods' rounds, theory checks, report")
     _common(r); r.add_argument("--methods", help="comma-separated subset of ours,nl,lge,ours_nofilter")
+    r.add_argument("--jobs", type=int, default=1, help="rounds run at once, the CPU cores shared out among them (default 1)")
     r.set_defaults(fn=_cmd_reproduce)
     r = sub.add_parser("round", help="run one method up to round k (earlier rounds reused; 0 = evaluate the base model)")
     _common(r); r.add_argument("--round", type=int, required=True); r.add_argument("--method", default="ours")
