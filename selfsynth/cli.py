@@ -15,7 +15,8 @@ from .runner import execute, NotebookFailed
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'config_from_args', 'lane_threads', 'next_round', 'run_rounds', 'reproduce', 'parser', 'main']
+__all__ = ['log', 'LANES', 'LIGHT', 'config_from_args', 'lane_threads', 'next_job', 'round_jobs', 'run_jobs', 'reproduce',
+           'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #6bab99ee
 def _common(p: argparse.ArgumentParser):
@@ -41,44 +42,55 @@ def lane_threads(jobs: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // jobs)
 
-def next_round(left: dict, running: set) -> tuple[str, int] | None:
-    "(method, round) to start next: the first round left of the idle method with the most rounds left, `nl` last; None if none."
-    idle = [m for m, ks in left.items() if ks and m not in running]
-    if not idle: return None
-    m = min(idle, key=lambda m: (m == "nl", -len(left[m])))  # ties: the config's method order
-    return m, left[m].pop(0)
+LANES = "lanes.json"  # how many notebooks ran at once: the report's Table 8 says so beside the minutes
+LIGHT = ("nl", "study", "theory")  # queues whose notebooks are short: they fill the lanes at the end
 
-def run_rounds(store: RunStore, left: dict, jobs: int = 1) -> None:
-    "Execute rounds `left` ({method: [rounds]}) as notebooks, at most `jobs` at once, each method's rounds in order."
+def next_job(queues: dict, running: set, after: dict | None = None):
+    """(queue, job) to start next: the first job of the idle queue with the most jobs left, `LIGHT` ones last; None if none.
+    `after` ({queue: queue it waits for}) holds a queue back until the other has finished."""
+    waits = lambda q: (p := (after or {}).get(q)) is not None and (queues.get(p) or p in running)
+    idle = [q for q, js in queues.items() if js and q not in running and not waits(q)]
+    if not idle: return None
+    q = min(idle, key=lambda q: (q in LIGHT, -len(queues[q])))  # ties: insertion (the config's method) order
+    return q, queues[q].pop(0)
+
+def round_jobs(method: str, rounds) -> list:
+    "Notebook jobs `(template, executed copy's name, parameters)` of `method`'s `rounds`."
+    return [("round", f"{method}-round-{k}", dict(method=method, round=k)) for k in rounds]
+
+def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = None) -> None:
+    "Execute the notebook jobs of `queues` ({name: [job]}), at most `jobs` at once, each queue's jobs one after another (see `next_job`)."
     from concurrent.futures import ThreadPoolExecutor, FIRST_COMPLETED, wait
-    left, threads, running = {m: list(ks) for m, ks in left.items()}, lane_threads(jobs) if jobs > 1 else 0, {}
+    if jobs == 1:  # one lane: queue after queue, as listed
+        for js in queues.values():
+            for name, out, params in js: execute(store, name, out, **params)
+        return
+    queues, threads, running = {q: list(js) for q, js in queues.items()}, lane_threads(jobs), {}
     with ThreadPoolExecutor(jobs) as pool:
         while True:
-            while len(running) < jobs and (nxt := next_round(left, set(running.values()))):
-                m, k = nxt
-                running[pool.submit(execute, store, "round", f"{m}-round-{k}", method=m, round=k, threads=threads)] = m
+            while len(running) < jobs and (nxt := next_job(queues, set(running.values()), after)):
+                q, (name, out, params) = nxt
+                running[pool.submit(execute, store, name, out, **params, threads=threads)] = q
             if not running: return
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
                 running.pop(f)
-                f.result()  # a failed round stops the scheduling; leaving the pool waits for the rounds still running
+                f.result()  # a failed notebook stops the scheduling; leaving the pool waits for those still running
 
 def reproduce(store: RunStore, jobs: int = 1) -> Path:
-    "The whole reproduction, rounds on `jobs` lanes; returns the path of results.json."
+    "The whole reproduction, its notebooks on `jobs` lanes; returns the path of results.json."
     from selfsynth.rounds import data_stage_for  # imported here: torch and transformers load slowly, `--help` need not wait
     cfg = store.cfg
+    write_json(store.path(LANES), dict(jobs=jobs, threads_per_notebook=lane_threads(jobs) if jobs > 1 else None))
     data_stage_for(store)
     execute(store, "round", "base-round-0", method="base", round=0)
-    left = {m: list(range(1, cfg.rounds + 1)) for m in cfg.methods}
+    queues = {m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}
     if jobs > 1 and cfg.methods:  # alone first: the descriptions and the selection every round 1 reads
-        first = cfg.methods[0]
-        execute(store, "round", f"{first}-round-1", method=first, round=1)
-        left[first].pop(0)
-    if jobs > 1: run_rounds(store, left, jobs)
-    else:
-        for m, ks in left.items():
-            for k in ks: execute(store, "round", f"{m}-round-{k}", method=m, round=k)
-    execute(store, "theory")
+        name, out, params = queues[cfg.methods[0]].pop(0)
+        execute(store, name, out, **params)
+    queues["study"] = [("study", "study", {})]
+    queues["theory"] = [("theory", "theory", {})]  # its best-of-k check reads the candidates of every round of `ours`
+    run_jobs(store, queues, jobs, after={"theory": "ours"} if "ours" in queues else None)
     execute(store, "report")
     return store.path("report/results.json")
 

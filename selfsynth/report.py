@@ -20,12 +20,12 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'TABLE1_METHODS', 'STUDY_NAMES', 'TAUS',
-           'TIMING_GROUPS', 'RESULTS_KEYS', 'paper_table', 'paper_dataset', 'collect_results', 'to_markdown',
+           'TIMING_GROUPS', 'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'collect_results', 'to_markdown',
            'to_latex', 'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8',
            'mean_ci', 'selection_scores', 'concept_selection', 'visible_map', 'figure5', 'encoder_precision_stage',
            'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'accuracy_figure', 'example_answers',
            'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
-           'results_json', 'build_report']
+           'results_json', 'selection_measurements', 'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -181,6 +181,8 @@ def dataset_info(store: RunStore) -> dict:
 def table8(store: RunStore, device: str) -> pd.DataFrame:
     "Table 8 analogue: classes, split sizes, minutes per iteration (this run and the paper)."
     info, mins = dataset_info(store), round_minutes(store)
+    lanes = read_json(store.path("lanes.json")) if store.path("lanes.json").exists() else {}  # written by `reproduce`
+    if (lanes.get("jobs") or 1) > 1: device += f", {lanes['jobs']} notebooks at once ({lanes['threads_per_notebook']} threads each)"
     pd_name, label = paper_dataset(store.cfg.dataset)
     p = paper_table("table8_datasets").query("dataset == @pd_name").iloc[0]
     return pd.DataFrame([dict(dataset=info["name"], classes=info["classes"], train=info["train_used"], test=info["test_used"],
@@ -459,22 +461,32 @@ def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_en
 RESULTS_KEYS = ("preset", "git_commit", "seed", "created", "device", "dataset", "base_model", "methods",
                 "concept_selection", "theorems", "timing_s")
 
+NS = (1, 2, 5, 10, 20, 30)  # descriptions per image on Figure 5's axis
+
+def selection_measurements(store: RunStore, ns=NS, direct: bool = True, encoders=()) -> str | None:
+    """Run (or reuse) the stages behind Figure 5, Table 13 and the τ table: the selection study, and the InfoNCE
+    selection's precision by text encoder and by τ. Returns why they cannot be measured, else None."""
+    from selfsynth.describe import DESCRIPTIONS
+    from selfsynth.select import selection_study_stage
+    from selfsynth.evaluate import JUDGE_ENCODER
+    if not store.path(DESCRIPTIONS).exists(): return f"No {DESCRIPTIONS}: concept selection (Figure 5, Table 13) not reported."
+    if not any(v is not None for v in visible_map(store).values()):
+        return "The data set has no per-image ground truth: concept-selection precision cannot be measured."
+    selection_study_stage(store, ns, direct=direct)
+    precision_by_encoder(store, [JUDGE_ENCODER, store.cfg.retriever, *(encoders or [])])
+    precision_by_tau(store)
+    return None
+
 def _selection(store: RunStore, ns, direct: bool, encoders, notes: list):
     "(Figure 5 frame or None, by-encoder dict) — or notes saying why not."
-    from selfsynth.describe import DESCRIPTIONS
-    from selfsynth.select import STUDY, selection_study_stage
+    from selfsynth.select import STUDY
     from selfsynth.evaluate import JUDGE_ENCODER
-    if not store.path(DESCRIPTIONS).exists():
-        notes.append(f"No {DESCRIPTIONS}: concept selection (Figure 5, Table 13) not reported."); return None, {}
-    visible = visible_map(store)
-    if not any(v is not None for v in visible.values()):
-        notes.append("The data set has no per-image ground truth: concept-selection precision cannot be measured."); return None, {}
-    selection_study_stage(store, ns, direct=direct)
-    sel = concept_selection(read_jsonl(store.path(STUDY)), visible, store.cfg.seed)
-    by_enc = precision_by_encoder(store, [JUDGE_ENCODER, store.cfg.retriever, *(encoders or [])])
-    return sel, by_enc
+    if why := selection_measurements(store, ns, direct, encoders):
+        notes.append(why); return None, {}
+    sel = concept_selection(read_jsonl(store.path(STUDY)), visible_map(store), store.cfg.seed)
+    return sel, precision_by_encoder(store, [JUDGE_ENCODER, store.cfg.retriever, *(encoders or [])])  # stored: read back
 
-def build_report(store: RunStore, encoders=(), ns=(1, 2, 5, 10, 20, 30), n_examples: int = 3, direct: bool = True) -> dict:
+def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direct: bool = True) -> dict:
     "Write every table, figure and `results.json` of the run into `report/`; returns the results object."
     cfg, out = store.cfg, store.path("report")
     out.mkdir(parents=True, exist_ok=True)
