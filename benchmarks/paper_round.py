@@ -4,11 +4,11 @@ Builds what a user points the package at, with random weights since nothing can 
 llava-1.5-7b-hf's shape (CLIP ViT-L/14 at 336 px, a 32-layer 4096-wide Llama; its vocabulary is the package's
 small BPE, so the embedding and head are smaller than the real 32k rows), a sentence-transformers encoder of
 e5-large-v2's width, and a few images in CUB-200's distributed layout with a concept file. Then it runs the
-real command, `selfsynth round --round 1 --preset cub-200 ...` (paper LoRA settings: r 128, α 256, batch 32),
-and writes wall time, each stage's seconds, peak GPU memory (nvidia-smi, polled) and peak RSS to
+real command, `selfsynth round --round K --preset cub-200 ...` (paper LoRA settings: r 128, α 256, batch 32; K = 1 by
+default, 2 adds a round of rejection sampling), evaluates round K's model on the test images, and writes wall time, each stage's seconds, peak GPU memory (nvidia-smi, polled) and peak RSS to
 OUT/paper_round.json.
 
-    python benchmarks/paper_round.py OUT [--shape 7b|tiny] [--images-per-class 4]
+    python benchmarks/paper_round.py OUT [--shape 7b|tiny] [--images-per-class 4] [--round 1]
 
 `--shape tiny` runs the same path on a CPU in about a minute (how it is tested here).
 """
@@ -79,8 +79,9 @@ class GpuMemoryPoll:
 
 
 def run_in_process(cmd: list, out: Path) -> subprocess.CompletedProcess:
-    "What `selfsynth round` does, without its notebook: the run store opened from the same options, then `run_round`."
+    "What `selfsynth round` does, without its notebook: the run store opened from the same options, `run_round`, `evaluate_stage`."
     import logging
+    from selfsynth.evaluate import evaluate_stage
     from selfsynth.rounds import run_round
     from selfsynth.runner import open_run
     opts = dict(zip(cmd[3::2], cmd[4::2]))  # the CLI's options after "-v round"
@@ -88,7 +89,9 @@ def run_in_process(cmd: list, out: Path) -> subprocess.CompletedProcess:
     over = dict(model=opts["--model"], retriever=opts["--retriever"], data_root=opts["--data-root"],
                 **{k: (int(v) if v.isdigit() else v) for k, v in sets.items()})
     logging.basicConfig(level=logging.INFO)
-    try: run_round(open_run(opts["--run-dir"], "cub-200", over), "ours", 1); code = 0
+    try:
+        store, k = open_run(opts["--run-dir"], "cub-200", over), int(opts["--round"])
+        run_round(store, "ours", k); evaluate_stage(store, "ours", k); code = 0
     except Exception as e: logging.exception("round failed"); code = 1
     return subprocess.CompletedProcess(cmd, code, "", "")
 
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--shape", choices=SHAPES, default="7b")
     ap.add_argument("--images-per-class", type=int, default=4)
+    ap.add_argument("--round", type=int, default=1, help="run rounds 1..ROUND (2 and up: rejection sampling) and evaluate the last")
     ap.add_argument("--in-process", action="store_true",
                     help="call rounds.run_round here instead of the CLI (whose round notebook needs papermill and a kernel)")
     a = ap.parse_args(argv)
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
     build_encoder(a.out / "encoder", a.shape)
     concepts = build_data(a.out / "data", a.images_per_class)
     built = time.perf_counter() - t0
-    cmd = [sys.executable, "-c", "import sys; from selfsynth.cli import main; sys.exit(main())", "-v", "round", "--round", "1",
+    cmd = [sys.executable, "-c", "import sys; from selfsynth.cli import main; sys.exit(main())", "-v", "round", "--round", str(a.round),
            "--preset", "cub-200", "--model", str(a.out / "model"), "--retriever", str(a.out / "encoder"),
            "--data-root", str(a.out / "data"), "--run-dir", str(a.out / "run"), "--set", f"concepts={concepts}",
            "--set", f"device={device}", "--set", "gen_batch_size=8"]
@@ -123,7 +127,7 @@ def main(argv=None) -> int:
                peak_rss_mib=round(max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024),
                command=" ".join(cmd[3:]))
     res["stages_s"] = {m.stem: json.loads(m.read_text()).get("wall_s") for m in sorted((a.out / "run" / ".stages").glob("*.json"))}
-    log = a.out / "run" / "round-1" / "train_log.json"
+    log = a.out / "run" / f"round-{a.round}" / "train_log.json"
     if log.exists(): res["train"] = {k: v for k, v in json.loads(log.read_text()).items() if k != "loss"}
     (a.out / "paper_round.json").write_text(json.dumps(res, indent=1) + "\n")
     (a.out / "round.log").write_text(proc.stdout + proc.stderr)
