@@ -43,7 +43,7 @@ def lane_threads(jobs: int) -> int:
     return max(1, cores // jobs)
 
 LANES = "lanes.json"  # how many notebooks ran at once: the report's Table 8 says so beside the minutes
-LIGHT = ("nl", "study", "theory")  # queues whose notebooks are short: they fill the lanes at the end
+LIGHT = ("base", "nl", "study", "theory")  # queues whose notebooks are short: they fill the lanes at the end
 
 def next_job(queues: dict, running: set, after: dict | None = None):
     """(queue, job) to start next: the first job of the idle queue with the most jobs left, `LIGHT` ones last; None if none.
@@ -83,8 +83,7 @@ def reproduce(store: RunStore, jobs: int = 1) -> Path:
     cfg = store.cfg
     write_json(store.path(LANES), dict(jobs=jobs, threads_per_notebook=lane_threads(jobs) if jobs > 1 else None))
     data_stage_for(store)
-    execute(store, "round", "base-round-0", method="base", round=0)
-    queues = {m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}
+    queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}}
     if jobs > 1 and cfg.methods:  # alone first: the descriptions and the selection every round 1 reads
         name, out, params = queues[cfg.methods[0]].pop(0)
         execute(store, name, out, **params)

@@ -255,31 +255,17 @@ def figure5(sel: pd.DataFrame, path, ns=(1, 2, 5, 10, 20, 30)) -> Path:
     return Path(path)
 
 # %% ../nbs/21_report.ipynb #36a5246c
-_EMBEDDED = {}  # (encoder, device, file, modification time) -> SelectionInputs: one embedding for every τ
-
-def _embedded_descriptions(store: RunStore, name: str, device) -> "SelectionInputs":
-    "The run's descriptions and concepts embedded with encoder `name`, computed once per process and file version."
-    from selfsynth.describe import DESCRIPTIONS, dataset_files
-    from selfsynth.data import read_concepts
-    from selfsynth.select import embed_inputs
-    files = [store.path(DESCRIPTIONS), store.path(dataset_files(store.cfg)[1])]
-    key = (name, str(device), *[(str(f), f.stat().st_mtime_ns) for f in files])
-    if key not in _EMBEDDED:
-        rows = [r for r in read_jsonl(files[0]) if r["descriptions"]]
-        _EMBEDDED.clear()  # keep one: a new file version makes the old embedding useless
-        _EMBEDDED[key] = embed_inputs(rows, read_concepts(files[1]), text_encoder(name, device))
-    return _EMBEDDED[key]
-
 def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None) -> dict:
     "Stage `report/encoder/<name>[/tau-<tau>]`: precision (mean, 95 % interval) of the InfoNCE selection with text encoder `name` (at `tau`; None = the run's)."
     from selfsynth.describe import DESCRIPTIONS, dataset_files
-    from selfsynth.select import select_ib
+    from selfsynth.select import embedding_files, embedding_stage, load_selection_inputs, select_ib
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    embedding_stage(store, name)  # stored once per encoder: every τ (and the selection itself) reads the same vectors
     suffix = "" if tau is None else f"/tau-{tau:g}"
     out, (manifest_rel, concepts_rel) = f"report/selection_by_encoder/{safe}{suffix}.json", dataset_files(store.cfg)
     def run(ctx):
         cfg = ctx.cfg
-        inp = _embedded_descriptions(store, name, cfg.device)
+        inp = load_selection_inputs(store, name)[0]
         visible = visible_map(store)
         sel = select_ib(inp, cfg.tau if tau is None else tau, cfg.select_std, cfg.select_min, cfg.select_chunk)
         p = [selection_scores(r["selected"], visible[r["id"]])[0] for r in sel if visible.get(r["id"]) is not None]
@@ -288,7 +274,7 @@ def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None
         write_json(ctx.path(out), res)
         return res
     return store.stage(f"report/encoder/{safe}{suffix}", run, fields=(["tau"] if tau is None else []) + ["select_std", "select_min", "seed"],
-                       inputs=[DESCRIPTIONS, manifest_rel, concepts_rel], outputs=[out])["counts"]
+                       inputs=[DESCRIPTIONS, manifest_rel, concepts_rel, embedding_files(store.cfg, name)[1]], outputs=[out])["counts"]
 
 def precision_by_encoder(store: RunStore, encoders) -> dict:
     "{encoder: (precision, low, high)} of the InfoNCE selection with each text encoder, on all descriptions."
@@ -397,13 +383,13 @@ def examples_markdown(examples: list, report_dir) -> str:
     return "\n".join(out)
 
 # %% ../nbs/21_report.ipynb #e7a0955c
-TIMING_GROUPS = {"describe": "describe", "select": "select", "synthesize": "synthesize", "train": "tune",
-                 "sample": "rejection", "evaluate": "eval"}
+TIMING_GROUPS = {"describe": ("describe",), "select": ("embed", "select"), "synthesize": ("synthesize",), "train": ("tune",),
+                 "sample": ("rejection",), "evaluate": ("eval",)}  # RESULTS.md's steps: the stage-name prefixes each sums
 
 def timing(store: RunStore) -> dict:
     "Wall seconds per step (summed over methods and rounds) and in total, from the stage manifests."
     ms = store.manifests()
-    out = {k: round(sum(m["wall_s"] for m in ms if m["name"].split("/")[0] == p), 2) for k, p in TIMING_GROUPS.items()}
+    out = {k: round(sum(m["wall_s"] for m in ms if m["name"].split("/")[0] in ps), 2) for k, ps in TIMING_GROUPS.items()}
     out["total"] = round(sum(m["wall_s"] for m in ms), 2)
     return out
 

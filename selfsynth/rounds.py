@@ -11,7 +11,7 @@ from pathlib import Path
 from .config import METHODS
 from .store import RunStore
 from .describe import describe_stage
-from .select import select_stage
+from .select import embedding_stage, select_stage
 from .synthesize import synthesize_stage, qa_path
 from .rejection import rejection_stage, rs_qa_path
 from .tune import tune_stage, round_dir
@@ -40,7 +40,7 @@ def data_stage_for(store: RunStore) -> dict:
 
 def round_stage_names(method: str, k: int) -> list[str]:
     "Names of the store stages round `k` of `method` consists of, in order."
-    data = ["describe", "select", f"synthesize/{method}"] if k == 1 else [f"rejection/{method}/round-{k}"]
+    data = ["describe", "embed", "select", f"synthesize/{method}"] if k == 1 else [f"rejection/{method}/round-{k}"]
     return data + [f"tune/{method}/round-{k}"]
 
 # %% ../nbs/15_rounds.ipynb #514731a5
@@ -48,7 +48,7 @@ def _one_round(store: RunStore, method: str, k: int, launch=None) -> dict:
     t0 = time.perf_counter()
     data_stage_for(store)
     if k == 1:
-        manifests = [describe_stage(store), select_stage(store), synthesize_stage(store, method)]
+        manifests = [describe_stage(store), embedding_stage(store), select_stage(store), synthesize_stage(store, method)]
         qa = qa_path(method, 1)
     else:
         manifests = [rejection_stage(store, method, k)]

@@ -8,8 +8,9 @@ Docs: https://selfsynth.github.io/selfsynth/select.html.md"""
 from __future__ import annotations
 import base64, io, json, logging, math, os, random, re, urllib.error, urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 import torch
-from .store import RunStore, read_jsonl, write_jsonl
+from .store import RunStore, atomic_path, read_jsonl, write_jsonl
 from .data import read_concepts, check_labels, Record
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
@@ -19,8 +20,8 @@ log = logging.getLogger("selfsynth")
 __all__ = ['log', 'SELECTED', 'SELECT_FIELDS', 'STUDY', 'SelectionInputs', 'embed_texts', 'label_concept_table', 'embed_inputs',
            'image_logsumexp', 'leave_one_out_logsumexp', 'infonce_scores', 'apply_rule', 'select_ib', 'select_cosine',
            'select_class_all', 'select_random', 'direct_question', 'parse_yes_no', 'vlm_asker', 'endpoint_asker',
-           'asker_from_env', 'select_direct', 'selection_vs_n', 'load_selection_inputs', 'select_stage',
-           'selection_study_stage']
+           'asker_from_env', 'select_direct', 'selection_vs_n', 'described_rows', 'embedding_files', 'embedding_stage',
+           'load_selection_inputs', 'select_stage', 'selection_study_stage']
 
 # %% ../nbs/11_select.ipynb #44947206
 @dataclass
@@ -55,8 +56,9 @@ def label_concept_table(concepts: dict) -> tuple[list, dict]:
             table[label].append(index[z])
     return names, table
 
-def embed_inputs(rows, concepts: dict, encoder=None, embed_fn=None) -> SelectionInputs:
-    "Embed description rows and the concept file with `encoder` (or any `embed_fn(texts) -> [n, d]` unit rows)."
+def embed_inputs(rows, concepts: dict, encoder=None, embed_fn=None, embeddings=None) -> SelectionInputs:
+    """Embed description rows and the concept file with `encoder` (or any `embed_fn(texts) -> [n, d]` unit rows), or
+    take `embeddings` = (descriptions [N, d], distinct concepts [K, d]) already made in that order (an `embed` stage's file)."""
     embed_fn = embed_fn or (lambda texts: embed_texts(encoder, texts))
     check_labels([Record(r["id"], "", r["label"], "train") for r in rows], concepts)
     if empty := [r["id"] for r in rows if not r["descriptions"]]:
@@ -65,8 +67,11 @@ def embed_inputs(rows, concepts: dict, encoder=None, embed_fn=None) -> Selection
     owner = torch.tensor([i for i, r in enumerate(rows) for _ in r["descriptions"]], dtype=torch.long)
     pos = torch.tensor([j for r in rows for j in range(len(r["descriptions"]))], dtype=torch.long)
     names, table = label_concept_table(concepts)
-    return SelectionInputs([r["id"] for r in rows], [r["label"] for r in rows], embed_fn(texts), owner, pos,
-                           names, embed_fn(names), table)
+    desc_emb, concept_emb = embeddings or (embed_fn(texts), embed_fn(names))
+    if (len(desc_emb), len(concept_emb)) != (len(texts), len(names)):
+        raise ValueError(f"{len(desc_emb)} description and {len(concept_emb)} concept embeddings given for "
+                         f"{len(texts)} descriptions and {len(names)} distinct concepts")
+    return SelectionInputs([r["id"] for r in rows], [r["label"] for r in rows], desc_emb, owner, pos, names, concept_emb, table)
 
 # %% ../nbs/11_select.ipynb #a5809050
 def image_logsumexp(desc_emb, owner, concept_emb, n_images: int, tau: float, chunk: int = 8192,
@@ -274,19 +279,51 @@ def _device(cfg) -> str:
     from selfsynth.models import resolve_device
     return str(resolve_device(cfg.device))
 
-def load_selection_inputs(store: RunStore) -> tuple[SelectionInputs, list, dict]:
-    "Embed a run's descriptions and concepts with its retriever: (inputs, description rows, concepts)."
-    from selfsynth.models import load_text_encoder
+def described_rows(store: RunStore) -> tuple[list, dict]:
+    "(the run's description rows that have descriptions, its concepts); a label the concept file lacks is an error naming both."
     rows = [r for r in read_jsonl(store.path(DESCRIPTIONS)) if r["descriptions"]]
     concepts_rel = dataset_files(store.cfg)[1]
     concepts = read_concepts(store.path(concepts_rel))
     check_labels([Record(r["id"], "", r["label"], "train") for r in rows], concepts, store.path(concepts_rel))
-    encoder = load_text_encoder(store.cfg.retriever, device=store.cfg.device)
-    return embed_inputs(rows, concepts, encoder), rows, concepts
+    return rows, concepts
+
+def embedding_files(cfg, encoder: str | None = None) -> tuple[str, str]:
+    "(stage name, file) of the embeddings by text encoder `encoder`: `embed` for the run's retriever, `embed/<encoder>` for another."
+    if encoder in (None, cfg.retriever): return "embed", "round-1/embeddings/retriever.safetensors"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder)
+    return f"embed/{safe}", f"round-1/embeddings/{safe}.safetensors"
+
+def embedding_stage(store: RunStore, encoder: str | None = None) -> dict:
+    """Stage `embed` (or `embed/<encoder>`): the run's descriptions and distinct concepts embedded with text encoder
+    `encoder` (default: the run's retriever) into a safetensors file, made once for every reader."""
+    from safetensors.torch import save_file
+    from selfsynth.models import load_text_encoder
+    cfg = store.cfg
+    (name, out), encoder = embedding_files(cfg, encoder), encoder or cfg.retriever
+    def run(ctx):
+        rows, concepts = described_rows(store)
+        inp = embed_inputs(rows, concepts, load_text_encoder(encoder, device=ctx.cfg.device))
+        with atomic_path(ctx.path(out)) as tmp:
+            save_file({"descriptions": inp.desc_emb.float().cpu().contiguous(),
+                       "concepts": inp.concept_emb.float().cpu().contiguous()}, str(tmp))
+        return dict(encoder=encoder, descriptions=len(inp.desc_emb), concepts=len(inp.concepts), dim=inp.desc_emb.shape[1])
+    return store.stage(name, run, fields=["retriever"] if name == "embed" else [],
+                       inputs=[DESCRIPTIONS, dataset_files(cfg)[1]], outputs=[out])
+
+def load_selection_inputs(store: RunStore, encoder: str | None = None) -> tuple[SelectionInputs, list, dict]:
+    "A run's descriptions and concepts embedded with `encoder` (default: the retriever): (inputs, description rows, concepts)."
+    from safetensors.torch import load_file
+    embedding_stage(store, encoder)
+    rows, concepts = described_rows(store)
+    path = store.path(embedding_files(store.cfg, encoder)[1])
+    t = load_file(path)
+    try: return embed_inputs(rows, concepts, embeddings=(t["descriptions"], t["concepts"])), rows, concepts
+    except ValueError as e: raise ValueError(f"{path}: {e}; delete it and its manifest to embed again") from None
 
 def select_stage(store: RunStore) -> dict:
     "Stage `select`: IB concept selection for every described training image -> `round-1/concepts_selected.jsonl`."
     cfg = store.cfg
+    embedding_stage(store)  # its own stage (and its own time), before this one
     def run(ctx):
         inp, rows, _ = load_selection_inputs(store)
         out = select_ib(inp, cfg.tau, cfg.select_std, cfg.select_min, cfg.select_chunk, device=_device(cfg))
@@ -295,7 +332,8 @@ def select_stage(store: RunStore) -> dict:
         return dict(images=len(out), concepts=len(inp.concepts), descriptions=len(inp.desc_emb),
                     mean_selected=round(sum(sizes) / max(len(sizes), 1), 3), min_selected=min(sizes, default=0),
                     max_selected=max(sizes, default=0))
-    return store.stage("select", run, fields=SELECT_FIELDS, inputs=[DESCRIPTIONS, dataset_files(cfg)[1]], outputs=[SELECTED])
+    return store.stage("select", run, fields=SELECT_FIELDS, inputs=[DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1]],
+                       outputs=[SELECTED])
 
 # %% ../nbs/11_select.ipynb #557ac986
 STUDY = "round-1/selection_study.jsonl"
@@ -303,6 +341,7 @@ STUDY = "round-1/selection_study.jsonl"
 def selection_study_stage(store: RunStore, ns=(1, 2, 5, 10, 20, 30), direct: bool = True) -> dict:
     "Stage `select/study`: all selectors, and the IB/cosine selections at each n -> `round-1/selection_study.jsonl`."
     cfg = store.cfg
+    embedding_stage(store)
     def run(ctx):
         inp, rows, concepts = load_selection_inputs(store)
         m = int(inp.pos.max()) + 1
@@ -329,6 +368,6 @@ def selection_study_stage(store: RunStore, ns=(1, 2, 5, 10, 20, 30), direct: boo
         write_jsonl(ctx.path(STUDY), study)
         return counts
     fields = SELECT_FIELDS + ["seed"] + (["model", "dataset", "gen_batch_size"] if direct else [])
-    inputs = [DESCRIPTIONS, dataset_files(cfg)[1]] + ([dataset_files(cfg)[0]] + model_inputs(cfg) if direct else [])
+    inputs = [DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1]] + ([dataset_files(cfg)[0]] + model_inputs(cfg) if direct else [])
     name = "select/study" if direct else "select/study-nodirect"
     return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY])

@@ -73,15 +73,16 @@ def reference_rows(records, ids=None, noun: str = "bird") -> list[dict]:
     return [dict(id=r.id, label=r.label, descriptions=[perfect_description(r.visible, noun)]) for r in records
             if r.visible and (ids is None or r.id in ids)]
 
-def consistency_inputs(desc_rows, records, concepts: dict, embed_fn, noun: str = "bird") -> tuple:
-    "`(inp, ref, visible)`: embedded descriptions, embedded reference rows, and {id: set of visible concepts}."
+def consistency_inputs(desc_rows, records, concepts: dict, embed_fn, noun: str = "bird", inp=None) -> tuple:
+    """`(inp, ref, visible)`: embedded descriptions, embedded reference rows, and {id: set of visible concepts}.
+    `inp`: the descriptions already embedded (a run's `embed` stage); else `embed_fn` embeds them too."""
     rows = [r for r in desc_rows if r["descriptions"]]
     if not any(r.visible for r in records):
         raise ValueError("consistency check: no record has ground-truth `visible` concepts (manifest field 'visible')")
     ref_rows = reference_rows(records, [r["id"] for r in rows], noun)
     if not ref_rows: raise ValueError("consistency check: no described image has ground-truth `visible` concepts")
     visible = {r.id: set(r.visible or ()) for r in records}
-    return embed_inputs(rows, concepts, embed_fn=embed_fn), embed_inputs(ref_rows, concepts, embed_fn=embed_fn), visible
+    return inp or embed_inputs(rows, concepts, embed_fn=embed_fn), embed_inputs(ref_rows, concepts, embed_fn=embed_fn), visible
 
 # %% ../nbs/22_theory.ipynb #ca8b023d
 def _unit(t): return t / t.norm(dim=-1, keepdim=True)
@@ -489,8 +490,10 @@ def run_consistency(store: RunStore, ns=tuple(range(1, 31)), level: float = 0.5,
     concepts = read_concepts(store.path(dataset_files(store.cfg)[1]))
     cfg = store.cfg
     from selfsynth.describe import object_noun
+    from selfsynth.select import load_selection_inputs
+    stored = None if embed_fn else load_selection_inputs(store)[0]  # the vectors the selection used
     inp, ref, visible = consistency_inputs(read_jsonl(store.path(DESCRIPTIONS)), records, concepts,
-                                           embed_fn or _run_embed_fn(store), object_noun(cfg.dataset))
+                                           embed_fn or _run_embed_fn(store), object_noun(cfg.dataset), stored)
     return consistency_check(inp, ref, visible, ns, cfg.tau, cfg.select_std, cfg.select_min, level, cfg.seed)
 
 # %% ../nbs/22_theory.ipynb #729ee170

@@ -263,3 +263,27 @@ def test_select_stage_missing_label(tmp_path):
     store = make_store(tmp_path, [dict(id="x1", label="Grey Owl", descriptions=["a grey owl"])], CONCEPTS)
     with pytest.raises(ValueError, match=r"concepts.json: no concepts for label 'Grey Owl' \(images x1\)"):
         select_stage(store)
+
+
+def test_embeddings_are_made_once_and_shared(tmp_path, monkeypatch):
+    "The retriever's embeddings are a stage of their own: what the selection used is what later readers get, unrecomputed."
+    import selfsynth.models as M
+    from selfsynth.select import embedding_files, embedding_stage, embed_inputs, load_selection_inputs, select_stage
+    rows = [dict(id=f"i{k}", label=label, descriptions=d) for k, (label, d) in enumerate(DESCS.items())]
+    store = make_store(tmp_path, rows, CONCEPTS)
+    select_stage(store)
+    name, rel = embedding_files(store.cfg)
+    assert (name, rel) == ("embed", "round-1/embeddings/retriever.safetensors") and store.manifest("embed")["counts"]["descriptions"] == 12
+    fresh = embed_inputs(rows, CONCEPTS, M.load_text_encoder(store.cfg.retriever, device="cpu"))
+    loads = []
+    monkeypatch.setattr(M, "load_text_encoder", lambda *a, **k: loads.append(a) or pytest.fail("encoder loaded again"))
+    inp = load_selection_inputs(store)[0]
+    assert torch.allclose(inp.desc_emb, fresh.desc_emb, atol=1e-6) and torch.allclose(inp.concept_emb, fresh.concept_emb, atol=1e-6)
+    assert inp.ids == fresh.ids and inp.concepts == fresh.concepts and torch.equal(inp.owner, fresh.owner)
+    assert embedding_files(store.cfg, "other/encoder") == ("embed/other_encoder", "round-1/embeddings/other_encoder.safetensors")
+
+    from safetensors.torch import save_file  # a file that does not match the descriptions: named in the error
+    save_file({"descriptions": fresh.desc_emb[:5].contiguous(), "concepts": fresh.concept_emb}, str(store.path(rel)))
+    with pytest.raises(ValueError, match=r"retriever\.safetensors: 5 description and \d+ concept embeddings given for 12 descriptions"):
+        load_selection_inputs(store)
+    assert not loads
