@@ -14,7 +14,7 @@ import pandas as pd
 import selfsynth
 from .config import RunConfig, METHODS
 from .store import RunStore, read_json, read_jsonl, write_json, write_text
-from .evaluate import eval_path, summarise, base_model_properties, device_name, text_encoder
+from .evaluate import eval_path, summarise, base_model_properties, device_name
 
 log = logging.getLogger("selfsynth")
 
