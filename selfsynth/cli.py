@@ -15,8 +15,8 @@ from .runner import execute, NotebookFailed
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'LANES', 'LIGHT', 'config_from_args', 'lane_threads', 'next_job', 'round_jobs', 'run_jobs', 'reproduce',
-           'parser', 'main']
+__all__ = ['log', 'LANES', 'LIGHT', 'config_from_args', 'lane_threads', 'next_job', 'lanes_for', 'round_jobs', 'run_jobs',
+           'reproduce', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #6bab99ee
 def _common(p: argparse.ArgumentParser):
@@ -54,6 +54,10 @@ def next_job(queues: dict, running: set, after: dict | None = None):
     q = min(idle, key=lambda q: (q in LIGHT, -len(queues[q])))  # ties: insertion (the config's method) order
     return q, queues[q].pop(0)
 
+def lanes_for(queues: dict, jobs: int) -> int:
+    "Lanes worth opening for `queues`: at most `jobs`, and no more than the queues of long (not `LIGHT`) notebooks."
+    return max(1, min(jobs, sum(q not in LIGHT and bool(js) for q, js in queues.items())))
+
 def round_jobs(method: str, rounds) -> list:
     "Notebook jobs `(template, executed copy's name, parameters)` of `method`'s `rounds`."
     return [("round", f"{method}-round-{k}", dict(method=method, round=k)) for k in rounds]
@@ -78,20 +82,20 @@ def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = 
                 f.result()  # a failed notebook stops the scheduling; leaving the pool waits for those still running
 
 def reproduce(store: RunStore, jobs: int = 1) -> Path:
-    "The whole reproduction, its notebooks on `jobs` lanes; returns the path of results.json."
-    from selfsynth.rounds import data_stage_for  # imported here: torch and transformers load slowly, `--help` need not wait
+    "The whole reproduction, its notebooks on up to `jobs` lanes (see `lanes_for`); returns the path of results.json."
+    from selfsynth.rounds import data_stage_for, round1_data_stages  # imported here: torch loads slowly, `--help` need not wait
     cfg = store.cfg
-    write_json(store.path(LANES), dict(jobs=jobs, threads_per_notebook=lane_threads(jobs) if jobs > 1 else None))
-    data_stage_for(store)
     queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}}
-    if jobs > 1 and cfg.methods:  # alone first: the descriptions and the selection every round 1 reads
-        name, out, params = queues[cfg.methods[0]].pop(0)
-        execute(store, name, out, **params)
     queues["study"] = [("study", "study", {})]
     queues["theory"] = [("theory", "theory", {})]  # its best-of-k check reads the candidates of every round of `ours`
-    run_jobs(store, queues, jobs, after={"theory": "ours"} if "ours" in queues else None)
+    lanes = lanes_for(queues, jobs)
+    write_json(store.path(LANES), dict(jobs=lanes, threads_per_notebook=lane_threads(lanes) if lanes > 1 else None))
+    data_stage_for(store)
+    if lanes > 1 and cfg.methods: round1_data_stages(store)  # every round 1 reads them: made first, on every core
+    run_jobs(store, queues, lanes, after={"theory": "ours"} if "ours" in queues else None)
     execute(store, "report")
     return store.path("report/results.json")
+
 
 # %% ../nbs/40_cli.ipynb #7558ef22
 def _cmd_reproduce(a):

@@ -182,7 +182,9 @@ def table8(store: RunStore, device: str) -> pd.DataFrame:
     "Table 8 analogue: classes, split sizes, minutes per iteration (this run and the paper)."
     info, mins = dataset_info(store), round_minutes(store)
     lanes = read_json(store.path("lanes.json")) if store.path("lanes.json").exists() else {}  # written by `reproduce`
-    if (lanes.get("jobs") or 1) > 1: device += f", {lanes['jobs']} notebooks at once ({lanes['threads_per_notebook']} CPU threads each)"
+    if (lanes.get("jobs") or 1) > 1:
+        n = lanes["threads_per_notebook"]
+        device += f", {lanes['jobs']} notebooks at once ({n} CPU thread{'s' * (n != 1)} each)"
     pd_name, label = paper_dataset(store.cfg.dataset)
     p = paper_table("table8_datasets").query("dataset == @pd_name").iloc[0]
     return pd.DataFrame([dict(dataset=info["name"], classes=info["classes"], train=info["train_used"], test=info["test_used"],

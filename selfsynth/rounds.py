@@ -19,7 +19,7 @@ from .tune import tune_stage, round_dir
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'model_for', 'data_stage_for', 'round_stage_names', 'run_round', 'stage_times']
+__all__ = ['log', 'model_for', 'data_stage_for', 'round_stage_names', 'round1_data_stages', 'run_round', 'stage_times']
 
 # %% ../nbs/15_rounds.ipynb #2efdb929
 def model_for(store: RunStore, method: str, k: int) -> str:
@@ -44,11 +44,15 @@ def round_stage_names(method: str, k: int) -> list[str]:
     return data + [f"tune/{method}/round-{k}"]
 
 # %% ../nbs/15_rounds.ipynb #514731a5
+def round1_data_stages(store: RunStore) -> list:
+    "Describe, embed and select: the round-1 stages every method reads (so all train on the same images); their manifests."
+    return [describe_stage(store), embedding_stage(store), select_stage(store)]
+
 def _one_round(store: RunStore, method: str, k: int, launch=None) -> dict:
     t0 = time.perf_counter()
     data_stage_for(store)
     if k == 1:
-        manifests = [describe_stage(store), embedding_stage(store), select_stage(store), synthesize_stage(store, method)]
+        manifests = round1_data_stages(store) + [synthesize_stage(store, method)]
         qa = qa_path(method, 1)
     else:
         manifests = [rejection_stage(store, method, k)]

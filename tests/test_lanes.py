@@ -60,3 +60,11 @@ def test_a_queue_waits_for_the_one_it_comes_after(monkeypatch):
     cli.run_jobs(None, qs, jobs=2, after={"theory": "ours"})
     assert fake.log.index(("end", "ours", 3, cli.lane_threads(2))) < fake.log.index(("start", "theory", 0, cli.lane_threads(2)))
     assert fake.log.index(("start", "theory", 0, cli.lane_threads(2))) < fake.log.index(("end", "lge", 4, cli.lane_threads(2)))  # not held for the rest
+
+def test_lanes_are_no_more_than_the_long_queues():
+    four = {**queues({m: [1, 2, 3, 4] for m in ("ours", "nl", "lge", "ours_nofilter")}), "base": cli.round_jobs("base", [0])}
+    assert cli.lanes_for(four, 2) == 2 and cli.lanes_for(four, 8) == 3  # ours, lge, ours_nofilter: nl is short
+    assert cli.lanes_for(four, 1) == 1
+    ours = {**queues({"ours": [1, 2, 3, 4]}), "base": cli.round_jobs("base", [0])}
+    assert cli.lanes_for(ours, 2) == 1  # one long queue: a second lane would idle once the short ones are done
+    assert cli.lanes_for(queues({"nl": [1, 2]}), 2) == 1
