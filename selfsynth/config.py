@@ -103,6 +103,7 @@ _MINI = dict(
     describe_max_new_tokens=48,  # mini descriptions are short sentences
     synth_max_new_tokens=48, rs_max_new_tokens=48, eval_max_new_tokens=48,
     lora_r=16, lora_alpha=32,  # the mini LM has 128 hidden units: rank 128 would exceed it
+    lora_dropout=0.0,  # on a CPU the masks' random draws take a quarter of a LoRA step (the paper's 0.05 elsewhere)
     lr=1e-3,  # the tiny model needs a larger step than a 7B model
     grad_checkpointing=False,
     gen_batch_size=64,
