@@ -452,7 +452,7 @@ def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, 
     if unknown := set(kw) - set(PRETRAIN_DEFAULTS): raise ValueError(f"pretrain: unknown setting(s) {sorted(unknown)}")
     o, sizes = {**PRETRAIN_DEFAULTS, **kw}, {**MINI_SIZES, **(sizes or {})}
     if threads: torch.set_num_threads(threads)
-    # As training goes on, some weights and Adam moments become subnormal floats, which a CPU computes with far more
+    # As training goes on, some weights and Adam moments become subnormal floats, which the CPU computes far more
     # slowly: unflushed, a language step went from 0.75 s to 1.8 s after 1000 steps (1 thread). Zero is close enough.
     torch.set_flush_denormal(True)
     try: return _pretrain(out_dir, sizes, o)

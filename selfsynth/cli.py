@@ -96,7 +96,6 @@ def reproduce(store: RunStore, jobs: int = 1) -> Path:
     execute(store, "report")
     return store.path("report/results.json")
 
-
 # %% ../nbs/40_cli.ipynb #7558ef22
 def _cmd_reproduce(a):
     cfg = config_from_args(a)
