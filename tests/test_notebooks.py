@@ -7,7 +7,7 @@ BIN = Path(sys.executable).parent
 
 
 def _copy_project(dst: Path) -> Path:
-    for name in ("pyproject.toml", "nbs", "selfsynth"):
+    for name in ("pyproject.toml", "settings.ini", "setup.py", "nbs", "selfsynth"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
     return dst
