@@ -13,7 +13,7 @@ from .config import RunConfig, METHODS
 from .store import RunStore, write_jsonl
 from .describe import dataset_files, seed_for
 from .select import SELECTED, embed_texts, label_concept_table
-from .synthesize import QUERIES, contains_label, fallback_answer, nl_answer, selected_with_images
+from .synthesize import QUERIES, LabelFinder, label_finder, names_label, fallback_answer, nl_answer, selected_with_images
 from .tune import round_dir
 
 log = logging.getLogger("selfsynth")
@@ -56,7 +56,7 @@ def query_rng(seed: int, method: str, k: int, image_id: str, what: str = "querie
 
 # %% ../nbs/14_rejection.ipynb #e3b174bd
 def choose(cands: list[dict], question: str, kind: str, label: str, method: str, dataset: str,
-           rng: random.Random) -> dict:
+           rng: random.Random, finder: LabelFinder) -> dict:
     "The training pair {question, answer, kind, source, pick} of one query; `pick` is the chosen candidate's index or None."
     if not cands: raise ValueError(f"no candidates for question {question!r}")
     if method == "ours_nofilter":
@@ -64,7 +64,7 @@ def choose(cands: list[dict], question: str, kind: str, label: str, method: str,
         return dict(question=question, answer=cands[i]["answer"], kind=kind, source="random", pick=i)
     if method not in ("ours", "lge"): raise ValueError(f"method {method!r} does not choose among candidates")
     i = max(range(len(cands)), key=lambda j: (cands[j]["score"], -j))
-    if contains_label(cands[i]["answer"], label):
+    if names_label(cands[i]["answer"], label, finder):
         return dict(question=question, answer=cands[i]["answer"], kind=kind, source="best", pick=i)
     return dict(question=rng.choice(QUERIES[dataset]["simple"]), answer=fallback_answer(label), kind="simple",
                 source="fallback", pick=None)
@@ -113,14 +113,14 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
         for qi, (kind, q) in enumerate(qs):
             for j, a in enumerate(next(it)):
                 rows.append(dict(id=s["id"], label=s["label"], query=qi, kind=kind, question=q, sample=j, answer=a,
-                                 has_label=contains_label(a, s["label"])))
+                                 has_label=names_label(a, s["label"], label_finder(concepts))))
     zstars = [_zstar(method, s, concepts) for s in sels for _ in range(cfg.rs_queries * cfg.rs_samples)]
     scores = score_candidates([r["answer"] for r in rows], zstars, concepts, cache["embed"], cfg.tau,
                               cfg.rs_negatives_include_selected, cache["concept_emb"])
     for r, sc in zip(rows, scores): r["score"] = round(sc, 6)
     return rows
 
-def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunConfig) -> list[dict]:
+def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunConfig, finder: LabelFinder) -> list[dict]:
     "qa rows from all candidates: one pair per (image, query), in candidate order."
     groups = {}
     for c in cands: groups.setdefault((c["id"], c["query"]), []).append(c)
@@ -128,7 +128,7 @@ def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunC
     for (iid, qi), cs in groups.items():
         cs = sorted(cs, key=lambda c: c["sample"])
         p = choose(cs, cs[0]["question"], cs[0]["kind"], cs[0]["label"], method, cfg.dataset,
-                   query_rng(cfg.seed, method, k, f"{iid}/{qi}", "choice"))
+                   query_rng(cfg.seed, method, k, f"{iid}/{qi}", "choice"), finder)
         rows.append(dict(id=iid, image=images[iid], question=p["question"], answer=p["answer"], label=cs[0]["label"],
                          kind=p["kind"], source=p["source"], score=None if p["pick"] is None else cs[p["pick"]]["score"]))
     return rows
@@ -170,7 +170,7 @@ def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64
             cands = ctx.chunked(candidates_path(method, k)).run(
                 sels, lambda chunk: _sample_chunk(ctx, chunk, method, k, images, concepts, cache), chunk_images,
                 desc=f"rejection/{method}/round-{k}")
-            rows = choose_pairs(cands, images, method, k, cfg)
+            rows = choose_pairs(cands, images, method, k, cfg, label_finder(concepts))
         write_jsonl(ctx.path(rs_qa_path(method, k)), rows)
         c = _rs_counts(cands, rows, len(sels))
         log.info(f"rejection/{method}/round-{k}: " + ", ".join(f"{a}={b}" for a, b in c.items()))

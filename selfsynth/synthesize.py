@@ -6,7 +6,7 @@ Docs: https://selfsynth.github.io/selfsynth/synthesize.html.md"""
 
 # %% ../nbs/12_synthesize.ipynb #5646960d
 from __future__ import annotations
-import difflib, logging, random, re
+import difflib, functools, logging, random, re
 from collections import Counter
 from .config import ConfigError, METHODS
 from .store import RunStore, read_jsonl
@@ -18,9 +18,9 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'SIMPLE', 'EXPLAIN', 'COT', 'KINDS', 'QUERIES', 'SYNTH_FIELDS', 'query_pool', 'sample_kind', 'sample_query',
-           'rewrite_prompt', 'normalize_label', 'contains_label', 'label_ratio', 'check_answer', 'fallback_answer',
-           'nl_answer', 'image_rng', 'plan_image', 'finish_image', 'qa_path', 'selected_with_images',
-           'synthesize_stage']
+           'rewrite_prompt', 'normalize_label', 'contains_label', 'label_ratio', 'LabelFinder', 'label_finder',
+           'names_label', 'check_answer', 'fallback_answer', 'nl_answer', 'image_rng', 'plan_image', 'finish_image',
+           'qa_path', 'selected_with_images', 'synthesize_stage']
 
 # %% ../nbs/12_synthesize.ipynb #33ad444b
 SIMPLE = [
@@ -132,23 +132,70 @@ def normalize_label(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", "", text).split())
 
 def contains_label(answer: str, label: str) -> bool:
-    "Whether the normalised label occurs in the normalised answer."
+    "The public code's substring rule (reported only as `accuracy_substring`): the normalised label occurs in the normalised answer."
     return normalize_label(label) in normalize_label(answer)
 
 def label_ratio(answer: str, label: str) -> float:
     "difflib's similarity ratio of the normalised label and the normalised answer."
     return difflib.SequenceMatcher(None, normalize_label(label), normalize_label(answer)).ratio()
 
+# %% ../nbs/12_synthesize.ipynb #7b58aa5b
+_NEGATION = re.compile(r"(?:\b(?:no|not|never|without|neither|nor|cannot)|n't)\s+(?:[\w'-]+\s+){0,3}$", re.I)
+_SENTENCE_END = re.compile(r"[.!?;\n]")
+
+def _label_pattern(label: str) -> re.Pattern:
+    "Regex finding `label` in raw text at word boundaries, ignoring case, hyphens/underscores/spaces and inner punctuation."
+    words = normalize_label(label).split()
+    word = lambda w: "".join(re.escape(ch) + r"['’./]?" for ch in w[:-1]) + re.escape(w[-1])
+    return re.compile(r"(?<![a-z0-9])" + r"[\s\-_]+".join(map(word, words)) + r"(?![a-z0-9])", re.I)
+
+class LabelFinder:
+    "The class names of a data set, found in free text by the label-check rule above."
+    def __init__(self, labels):
+        self.labels = sorted(dict.fromkeys(labels), key=len, reverse=True)
+        self.patterns = {l: _label_pattern(l) for l in self.labels}
+
+    def mentions(self, text: str) -> list[tuple[int, int, str, bool]]:
+        "`(start, end, label, negated)` of every class name in `text`, names nested in a longer match dropped."
+        hits = sorted((m.start(), -m.end(), l) for l, p in self.patterns.items() for m in p.finditer(text))
+        out, reach = [], -1
+        for start, neg_end, l in hits:
+            if -neg_end <= reach: continue  # inside a longer name found at or before this start
+            before = _SENTENCE_END.split(text[:start])[-1]
+            out.append((start, -neg_end, l, bool(_NEGATION.search(before)))); reach = -neg_end
+        return out
+
+    def predicted(self, text: str) -> str | None:
+        "The class `text` names: its earliest non-negated mention (longest at equal start), or None."
+        return next((l for _, _, l, neg in self.mentions(text or "") if not neg), None)
+
+    def strip(self, text: str) -> str:
+        "`text` with every class name removed (longest names first), so that 'Crimson-crowned' is no feature claim."
+        for l in self.labels: text = self.patterns[l].sub(" ", text)
+        return re.sub(r"[ \t]+", " ", text)
+
+@functools.lru_cache(maxsize=32)
+def _finder(labels: tuple) -> LabelFinder: return LabelFinder(labels)
+
+def label_finder(labels) -> LabelFinder:
+    "The (cached) `LabelFinder` of a collection of class names (a concept dict's keys, a list...)."
+    return _finder(tuple(sorted(labels)))
+
+def names_label(answer: str, label: str, finder: LabelFinder) -> bool:
+    "Whether `answer` names `label` (and no other class first): the package's one accuracy rule."
+    return finder.predicted(answer) == label
+
 # %% ../nbs/12_synthesize.ipynb #1a6edd89
 def _end(text: str) -> str:
     text = text.rstrip()
     return text if not text or text[-1] in ".!?" else text + "."
 
-def check_answer(answer: str, label: str, fuzzy_ratio: float = 0.7) -> tuple[str | None, str]:
-    "(answer to keep, source): kept as is, restated if fuzzy, or (None, 'fallback')."
+def check_answer(answer: str, label: str, finder: LabelFinder, fuzzy_ratio: float = 0.7) -> tuple[str | None, str]:
+    "(answer to keep, source): kept as is when it names `label`, restated if it names no class but is close, else (None, 'fallback')."
     answer = answer.strip()
-    if contains_label(answer, label): return answer, "kept"
-    if answer and label_ratio(answer, label) >= fuzzy_ratio:
+    named = finder.predicted(answer)
+    if named == label: return answer, "kept"
+    if named is None and answer and label_ratio(answer, label) >= fuzzy_ratio:
         return f"{_end(answer)} More specifically, this image shows {label}.", "fuzzy"
     return None, "fallback"
 
@@ -176,7 +223,7 @@ def plan_image(sel: dict, class_concepts: list, method: str, dataset: str, n: in
     return plans
 
 def finish_image(sel: dict, image: str, plans: list, answers: list, method: str, dataset: str, fuzzy_ratio: float,
-                 seed: int) -> list[dict]:
+                 seed: int, finder: LabelFinder) -> list[dict]:
     "Rows `{id, image, question, answer, label, kind, source}` from the planned pairs and the model's answers."
     label, rows = sel["label"], []
     rng = image_rng(seed, method + "/fallback", sel["id"])
@@ -185,7 +232,7 @@ def finish_image(sel: dict, image: str, plans: list, answers: list, method: str,
         if method == "nl": rows.append(row(p["question"], nl_answer(label), p["kind"], "template"))
         elif method == "ours_nofilter": rows.append(row(p["question"], a.strip(), p["kind"], "raw"))
         else:
-            kept, src = check_answer(a, label, fuzzy_ratio)
+            kept, src = check_answer(a, label, finder, fuzzy_ratio)
             rows.append(row(p["question"], kept, p["kind"], src) if kept is not None else
                         row(rng.choice(QUERIES[dataset]["simple"]), fallback_answer(label), "simple", "fallback"))
     return rows
@@ -215,15 +262,15 @@ def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]
         it = iter(a[0] for a in flat)
         answers = [[next(it) for _ in p] for p in plans]
     return [r for s, p, a in zip(sels, plans, answers)
-            for r in finish_image(s, images[s["id"]], p, a, method, cfg.dataset, cfg.fuzzy_ratio, cfg.seed)]
+            for r in finish_image(s, images[s["id"]], p, a, method, cfg.dataset, cfg.fuzzy_ratio, cfg.seed, label_finder(concepts))]
 
-def _counts(rows: list, method: str, images: int) -> dict:
+def _counts(rows: list, method: str, images: int, finder: LabelFinder) -> dict:
     src, kinds = Counter(r["source"] for r in rows), Counter(r["kind"] for r in rows)
     c = dict(images=images, pairs=len(rows), **{f"source_{k}": src.get(k, 0) for k in ("kept", "fuzzy", "fallback", "template", "raw")},
              **{f"kind_{k}": kinds.get(k, 0) for k in KINDS})
     checked = src["kept"] + src["fuzzy"] + src["fallback"]
     if method == "ours_nofilter":  # not checked, but measured
-        with_label = sum(contains_label(r["answer"], r["label"]) for r in rows)
+        with_label = sum(names_label(r["answer"], r["label"], finder) for r in rows)
         c["rewrite_label_rate"] = round(with_label / max(len(rows), 1), 4)
     elif checked:
         c.update(rewrite_label_rate=round(src["kept"] / checked, 4), kept_rate=round(src["kept"] / checked, 4),
@@ -253,7 +300,7 @@ def synthesize_stage(store: RunStore, method: str = "ours", chunk_images: int = 
         cache = {}
         rows = ctx.chunked(out).run(sels, lambda chunk: _synth_chunk(ctx, chunk, method, images, concepts, cache),
                                     chunk_images, desc=f"synthesize/{method}")
-        c = _counts(rows, method, len(sels))
+        c = _counts(rows, method, len(sels), label_finder(concepts))
         log.info(f"synthesize/{method}: {c['pairs']} pairs; " + ", ".join(f"{k}={v}" for k, v in c.items() if k.endswith("rate")))
         return c
     return store.stage(f"synthesize/{method}", run, fields=SYNTH_FIELDS, inputs=inputs, outputs=[out])

@@ -12,6 +12,7 @@ import selfsynth.models as models
 from selfsynth.rejection import (answer_scores, score_candidates, choose, image_queries, query_rng, rejection_stage,
                                  candidates_path, rs_qa_path, RS_KINDS)
 from selfsynth.tune import round_dir
+from selfsynth.synthesize import label_finder
 
 def brute_r(b, zstar, negatives, tau):
     "METHOD.md's r(b), term by term in float64 Python floats."
@@ -53,23 +54,28 @@ def test_selected_excluded_from_negatives_by_default():
     with pytest.raises(ValueError, match="'green tail' is in no class"):
         score_candidates(answers[:1], [["green tail"]], concepts, emb, 0.1)
 
+RF = label_finder(["Red Finch", "Spectacled Red Finch"])
+
 def test_best_of_three_and_fallback():
     c = lambda *pairs: [dict(answer=a, score=s) for a, s in pairs]
     rng = random.Random(0)
     # best (highest score) names the label -> kept, even though another candidate also names it
     p = choose(c(("Red Finch, red crown", -4.0), ("Red Finch: red crown, short beak", -1.5), ("a bird", -2.0)),
-               "Q?", "cot", "Red Finch", "ours", "mini", rng)
+               "Q?", "cot", "Red Finch", "ours", "mini", rng, RF)
     assert (p["answer"], p["source"], p["pick"], p["kind"], p["question"]) == ("Red Finch: red crown, short beak", "best", 1, "cot", "Q?")
     # best misses the label -> fallback, although a lower-scoring candidate has it (no second choice)
-    p = choose(c(("Red Finch", -4.0), ("a sparrow with a red crown", -0.5), ("a bird", -2.0)), "Q?", "explain", "Red Finch", "lge", "mini", rng)
+    p = choose(c(("Red Finch", -4.0), ("a sparrow with a red crown", -0.5), ("a bird", -2.0)), "Q?", "explain", "Red Finch", "lge", "mini", rng, RF)
     assert p["source"] == "fallback" and p["answer"] == "This is an image of Red Finch." and p["kind"] == "simple" and p["question"] != "Q?"
     # normalised label: case and hyphens
-    p = choose(c(("a RED-FINCH indeed", 0.0), ("x", -1.0)), "Q?", "explain", "Red Finch", "ours", "mini", rng)
+    p = choose(c(("a RED-FINCH indeed", 0.0), ("x", -1.0)), "Q?", "explain", "Red Finch", "ours", "mini", rng, RF)
     assert p["source"] == "best"
+    # the best names another class that contains the label: fallback
+    p = choose(c(("a Spectacled Red Finch", 0.0), ("Red Finch", -1.0)), "Q?", "explain", "Red Finch", "ours", "mini", rng, RF)
+    assert p["source"] == "fallback"
     # ties go to the first sample
-    assert choose(c(("Red Finch a", -1.0), ("Red Finch b", -1.0)), "Q?", "cot", "Red Finch", "ours", "mini", rng)["pick"] == 0
+    assert choose(c(("Red Finch a", -1.0), ("Red Finch b", -1.0)), "Q?", "cot", "Red Finch", "ours", "mini", rng, RF)["pick"] == 0
     # no filter: a random candidate, label or not, every position reachable
-    picks = {choose(c(("x", 9.0), ("y", -9.0), ("z", 0.0)), "Q?", "cot", "Red Finch", "ours_nofilter", "mini", random.Random(s))["pick"]
+    picks = {choose(c(("x", 9.0), ("y", -9.0), ("z", 0.0)), "Q?", "cot", "Red Finch", "ours_nofilter", "mini", random.Random(s), RF)["pick"]
              for s in range(30)}
     assert picks == {0, 1, 2}
 

@@ -10,7 +10,7 @@ from selfsynth.store import RunStore, read_jsonl, write_jsonl
 from selfsynth.data import Record, write_manifest, write_concepts
 from selfsynth.select import SELECTED
 from selfsynth.synthesize import (QUERIES, KINDS, sample_kind, rewrite_prompt, normalize_label, contains_label,
-                                  check_answer, plan_image, finish_image, synthesize_stage, qa_path)
+                                  label_finder, names_label, check_answer, plan_image, finish_image, synthesize_stage, qa_path)
 
 
 def test_query_pools():
@@ -42,21 +42,40 @@ def test_label_normalisation():
     assert not contains_label("a laysan albatross", "Black-footed Albatross")
 
 
+ALBATROSSES = label_finder(["Black-footed Albatross", "Laysan Albatross", "Sooty Black-footed Albatross"])
+
+
+def test_label_rule_nested_names_two_classes_negation_and_punctuation():
+    lf = label_finder(["Rufous-breasted Finch", "Spectacled Rufous-breasted Finch", "Golden Finch", "PNEUMONIA", "NORMAL",
+                       "737-200", "737-2000", "Black_footed_Albatross", "Brewer's Blackbird", "A340-300"])
+    cases = {"This is a Spectacled Rufous-breasted Finch.": "Spectacled Rufous-breasted Finch",
+             "A rufous breasted finch, perhaps a Golden Finch.": "Rufous-breasted Finch",  # two classes: the first
+             "Not a Golden Finch: a Rufous-breasted Finch.": "Rufous-breasted Finch",  # negated mention names nothing
+             "There is no pneumonia.": None, "No evidence of pneumonia here.": None, "Findings suggest pneumonia.": "PNEUMONIA",
+             "It isn't a Golden Finch.": None, "a 737-2000": "737-2000", "a 737 200 on the runway": "737-200",
+             "a 737-20": None, "an A340-300": "A340-300", "a black-footed albatross": "Black_footed_Albatross",
+             "a brewers blackbird": "Brewer's Blackbird", "Golden Finches": None, "": None}
+    for text, want in cases.items(): assert lf.predicted(text) == want, text
+    assert not names_label("This is a Spectacled Rufous-breasted Finch.", "Rufous-breasted Finch", lf)
+    assert contains_label("This is a Spectacled Rufous-breasted Finch.", "Rufous-breasted Finch")  # the substring rule's error
+
+
 def test_fuzzy_rule_and_fallback():
     label = "Black-footed Albatross"
-    assert check_answer("  This Black-footed Albatross has dark wings. ", label) == ("This Black-footed Albatross has dark wings.", "kept")
+    lf = ALBATROSSES
+    assert check_answer("  This Black-footed Albatross has dark wings. ", label, lf) == ("This Black-footed Albatross has dark wings.", "kept")
     near = "Blackfooted albatros"
     ratio = difflib.SequenceMatcher(None, "black footed albatross", "blackfooted albatros").ratio()
     assert ratio >= 0.7
-    assert check_answer(near, label) == (f"{near}. More specifically, this image shows {label}.", "fuzzy")
-    assert check_answer(near, label, fuzzy_ratio=ratio + 1e-9) == (None, "fallback")  # the threshold is >=
-    assert check_answer(near, label, fuzzy_ratio=ratio)[1] == "fuzzy"
+    assert check_answer(near, label, lf) == (f"{near}. More specifically, this image shows {label}.", "fuzzy")
+    assert check_answer(near, label, lf, fuzzy_ratio=ratio + 1e-9) == (None, "fallback")  # the threshold is >=
+    assert check_answer(near, label, lf, fuzzy_ratio=ratio)[1] == "fuzzy"
     # a near-miss inside a long answer has a low ratio to the whole answer: fallback (the public code's rule)
-    assert check_answer("The bird in the picture looks like a blackfooted albatros with dark wings.", label)[1] == "fallback"
-    assert check_answer("", label) == (None, "fallback")
+    assert check_answer("The bird in the picture looks like a blackfooted albatros with dark wings.", label, lf)[1] == "fallback"
+    assert check_answer("", label, lf) == (None, "fallback")
     sel = dict(id="x", label=label, selected=["dark wings", "pale beak", "white face ring"])
     plans = plan_image(sel, sel["selected"] + ["flies far"], "ours", "cub-200", 3, 0.0, seed=0)
-    rows = finish_image(sel, "/x.png", plans, ["A gull.", near, "Black-footed albatross!"], "ours", "cub-200", 0.7, 0)
+    rows = finish_image(sel, "/x.png", plans, ["A gull.", near, "Black-footed albatross!"], "ours", "cub-200", 0.7, 0, lf)
     assert [r["source"] for r in rows] == ["fallback", "fuzzy", "kept"]
     assert rows[0]["answer"] == f"This is an image of {label}." and rows[0]["kind"] == "simple"
     assert rows[0]["question"] in QUERIES["cub-200"]["simple"] and rows[1]["kind"] in ("explain", "cot")
@@ -119,7 +138,8 @@ def test_stage_methods_and_counts(tmp_path, monkeypatch):
     c = m["counts"]
     assert c["pairs"] == 24 and c["source_kept"] + c["source_fuzzy"] + c["source_fallback"] == 24
     assert c["source_fallback"] == 8 and c["rewrite_label_rate"] == pytest.approx(c["source_kept"] / 24, abs=1e-4)
-    assert all(contains_label(r["answer"], r["label"]) for r in rows)  # every kept pair names the label
+    lf = label_finder({r["label"] for r in rows})
+    assert all(names_label(r["answer"], r["label"], lf) for r in rows)  # every kept pair names the label
     assert "- red crown\n- short beak\n" in seen[0] and "sings at dawn" not in seen[0]
 
     seen.clear(); synthesize_stage(store, "lge")
