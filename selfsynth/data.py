@@ -7,17 +7,20 @@ Docs: https://selfsynth.github.io/selfsynth/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #971e4dd7
 from __future__ import annotations
-import csv, dataclasses, hashlib, http.client, json, os, random, re, sys, time, urllib.error, urllib.parse, urllib.request
+import csv, dataclasses, hashlib, http.client, json, logging, os, random, re, sys, threading, time
+import urllib.error, urllib.parse, urllib.request
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 from .config import RunConfig, preset
 from .store import write_jsonl, read_jsonl, write_json, read_json
 
+log = logging.getLogger("selfsynth")
+
 # %% auto #0
-__all__ = ['SPLITS', 'IMAGE_EXTS', 'LAYOUTS', 'FIXTURES', 'CUB_FILES', 'CUB_CONCEPT_THRESHOLD', 'CUB_MIN_CERTAINTY',
+__all__ = ['log', 'SPLITS', 'IMAGE_EXTS', 'LAYOUTS', 'FIXTURES', 'CUB_FILES', 'CUB_CONCEPT_THRESHOLD', 'CUB_MIN_CERTAINTY',
            'CUB_CLASSES', 'DOGS_CLASSES', 'AIRCRAFT_FILES', 'AIRCRAFT_VARIANTS', 'HAM_DX', 'HAM_PARTS', 'CHEST_CLASSES',
            'PLD_CLASSES', 'LOADERS', 'DATA_FIELDS', 'LLM_ENV', 'DOMAINS', 'Record', 'write_manifest', 'read_manifest',
            'read_concepts', 'write_concepts', 'check_labels', 'LayoutError', 'find_root', 'read_pairs', 'image_files',
@@ -25,8 +28,8 @@ __all__ = ['SPLITS', 'IMAGE_EXTS', 'LAYOUTS', 'FIXTURES', 'CUB_FILES', 'CUB_CONC
            'cub_image_attributes', 'cub_concepts', 'load_cub', 'dogs_label', 'mat_strings', 'load_dogs',
            'load_aircraft', 'ham_split', 'load_ham10000', 'load_chest_xray', 'pld_label', 'stratified_subsample',
            'load_pld', 'attach_visible', 'load_dataset', 'data_stage', 'LLMError', 'LLMEndpoint', 'chat',
-           'concept_messages', 'parse_bullets', 'generate_concepts', 'verify_image', 'DataReport', 'check_dataset',
-           'data_check_main', 'data_concepts_main']
+           'concept_messages', 'parse_bullets', 'fan_out', 'generate_concepts', 'verify_image', 'DataReport',
+           'check_dataset', 'data_check_main', 'data_concepts_main']
 
 # %% ../nbs/02_data.ipynb #0185a356
 SPLITS = ("train", "test")
@@ -588,13 +591,16 @@ class LLMError(RuntimeError):
 
 @dataclass
 class LLMEndpoint:
-    "An OpenAI-compatible chat-completions endpoint."
+    "An OpenAI-compatible chat-completions endpoint, and how patiently to ask it."
     base_url: str  # e.g. https://api.openai.com/v1; `/chat/completions` is appended
     model: str  # Model name the endpoint serves
     api_key: str | None = None  # Sent as `Authorization: Bearer ...` when given
     timeout: float = 120.0  # Seconds per request
-    retries: int = 4  # Further attempts after a connection error, timeout, HTTP 429 or 5xx
-    backoff: float = 2.0  # Retry i waits backoff * 2**(i-1) seconds
+    retries: int = 4  # Further attempts after a connection error, timeout, dropped connection, HTTP 408/429/5xx or malformed reply
+    backoff: float = 2.0  # Retry i waits backoff * 2**(i-1) seconds (or the server's Retry-After), at most `max_wait`
+    max_wait: float = 60.0  # Longest single wait between attempts, seconds
+    max_time: float = 600.0  # Seconds one item may take in all, attempts and waits together
+    requests: int = field(default=0, compare=False, repr=False)  # HTTP requests sent so far (all threads)
 
     @property
     def url(self) -> str: return self.base_url.rstrip("/") + "/chat/completions"
@@ -624,23 +630,49 @@ def _reply_text(url: str, raw: bytes) -> str:
         raise LLMError(f"LLM endpoint {url} returned malformed chat-completions JSON ({type(e).__name__}: {e}): "
                        f"{raw[:200]!r}") from None
 
-def chat(endpoint: LLMEndpoint, messages: list, temperature: float = 0.0, max_tokens: int = 512) -> str:
-    "The reply text of one chat completion; transient failures are retried with exponential backoff."
-    body = json.dumps(dict(model=endpoint.model, messages=messages, temperature=temperature, max_tokens=max_tokens)).encode()
+_COUNT = threading.Lock()
+
+def _retry_after(headers) -> float | None:
+    try: return max(0.0, float(headers.get("Retry-After")))
+    except (TypeError, ValueError): return None
+
+def chat(endpoint: LLMEndpoint, messages: list, temperature: float = 0.0, max_tokens: int | None = 512, *,
+         item: str | None = None, parse=None):
+    """The reply text of one chat completion (or `parse(text)`; a `ValueError` from it counts as a malformed reply).
+    Transient faults are retried with exponential back-off, bounded by `endpoint.retries` and `endpoint.max_time`;
+    the final `LLMError` names the endpoint and `item` (e.g. "class 'Red Finch'"). Safe to call from several threads."""
+    req = dict(model=endpoint.model, messages=messages, temperature=temperature)
+    if max_tokens is not None: req["max_tokens"] = max_tokens
+    body, url, what = json.dumps(req).encode(), endpoint.url, f" for {item}" if item else ""
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {})}
-    opener, last = _opener(endpoint.url), None
+    opener, last, sent, wait_hint, t0 = _opener(url), None, 0, None, time.monotonic()
     for attempt in range(endpoint.retries + 1):
-        if attempt: time.sleep(endpoint.backoff * 2 ** (attempt - 1))
+        if attempt:
+            wait = min(endpoint.max_wait, max(endpoint.backoff * 2 ** (attempt - 1), wait_hint or 0))
+            if time.monotonic() - t0 + wait >= endpoint.max_time: break  # no time left for another attempt
+            time.sleep(wait)
+        left, wait_hint = endpoint.max_time - (time.monotonic() - t0), None
+        if left <= 0: break
+        sent += 1
+        with _COUNT: endpoint.requests += 1
         try:
-            with opener.open(urllib.request.Request(endpoint.url, data=body, headers=headers, method="POST"),
-                             timeout=endpoint.timeout) as r:
-                return _reply_text(endpoint.url, r.read())
+            with opener.open(urllib.request.Request(url, data=body, headers=headers, method="POST"),
+                             timeout=min(endpoint.timeout, left)) as r:
+                raw = r.read()
+            text = _reply_text(url, raw)
+            return parse(text) if parse else text
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code} {e.reason}: {e.read()[:200].decode('utf-8', 'replace')}"
-            if e.code != 429 and e.code < 500: raise LLMError(f"LLM endpoint {endpoint.url} refused the request ({last})") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
-            last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-    raise LLMError(f"LLM endpoint {endpoint.url} failed after {endpoint.retries + 1} attempts (last: {last})")
+            if e.code not in (408, 429) and e.code < 500:
+                raise LLMError(f"LLM endpoint {url} refused the request{what} ({last})") from None
+            wait_hint = _retry_after(e.headers)
+        except (OSError, http.client.HTTPException) as e:  # refused, reset, dropped, timed out (URLError is an OSError)
+            last = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
+        except (LLMError, ValueError) as e:  # malformed JSON, or an answer `parse` cannot read
+            last = str(e).replace(f"LLM endpoint {url} returned ", "")
+        log.warning(f"LLM endpoint {url}{what}: attempt {sent}/{endpoint.retries + 1} failed ({last})")
+    raise LLMError(f"LLM endpoint {url} failed{what} after {sent} attempt(s) in {time.monotonic() - t0:.1f} s "
+                   f"(last: {last})")
 
 # %% ../nbs/02_data.ipynb #af88b39e
 DOMAINS = {"mini": "bird species", "cub-200": "bird species", "stanford-dogs": "dog breed", "fgvc-aircraft": "aircraft model",
@@ -678,32 +710,73 @@ def _cache_file(cache_dir, label: str, model: str, messages: list) -> Path:
     key = hashlib.sha256(json.dumps([label, model, messages]).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')[:60]}-{key}.json"
 
-def generate_concepts(labels, endpoint: LLMEndpoint | None = None, cache_dir=None, domain: str = "bird species",
-                      min_concepts: int = 3) -> dict:
-    "`{label: [concepts]}` from an OpenAI-compatible endpoint (default: from the environment), cached per class."
+def fan_out(fn, items: list, workers: int = 4, desc: str | None = None) -> tuple[dict, LLMError | None]:
+    """`({item: fn(item)}, None)` with `workers` calls at a time. After the first `LLMError` no new call starts and
+    those in flight finish: returns what finished and that error. Other exceptions propagate."""
     from tqdm.auto import tqdm
-    endpoint = endpoint or LLMEndpoint.from_env()
-    out = {}
-    for label in tqdm(list(labels), desc="concepts", file=sys.stderr, disable=len(labels) < 10):
+    out, failed = {}, None
+    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=len(items), desc=desc, file=sys.stderr,
+                                                          disable=desc is None or len(items) < 10) as bar:
+        futures = {pool.submit(fn, x): x for x in items}
+        for f in as_completed(futures):
+            bar.update()
+            if f.cancelled(): continue
+            try: out[futures[f]] = f.result()
+            except LLMError as e:
+                if failed is None:
+                    failed = e
+                    for g in futures: g.cancel()  # start nothing new
+    return out, failed
+
+def _cached_concepts(path: Path | None, label: str) -> list | None:
+    if path is None or not path.exists(): return None
+    try: return _concept_list(path, label, read_json(path).get("concepts"))
+    except (ValueError, AttributeError) as e:
+        log.warning(f"concept cache {path} is damaged, asking again ({e})"); return None
+
+def generate_concepts(labels, endpoint: LLMEndpoint | None = None, cache_dir=None, domain: str = "bird species",
+                      min_concepts: int = 3, workers: int = 1) -> dict:
+    "`{label: [concepts]}` from an OpenAI-compatible endpoint (default: from the environment), cached per class."
+    endpoint, labels = endpoint or LLMEndpoint.from_env(), list(labels)
+    out, todo = {}, {}
+    for label in labels:
         messages = concept_messages(label, domain)
         path = _cache_file(cache_dir, label, endpoint.model, messages) if cache_dir else None
-        if path and path.exists():
-            out[label] = _concept_list(path, label, read_json(path).get("concepts")); continue
-        reply = chat(endpoint, messages)
+        if (got := _cached_concepts(path, label)) is not None: out[label] = got
+        else: todo[label] = (messages, path)
+
+    def ask(label):
+        messages, path = todo[label]
+        reply = chat(endpoint, messages, item=f"class {label!r}")
         items = parse_bullets(reply)
         if len(items) < min_concepts:
             raise LLMError(f"LLM endpoint {endpoint.url}: the reply for class {label!r} has {len(items)} bullet(s), "
                            f"fewer than {min_concepts}: {reply[:200]!r}")
         if path: write_json(path, dict(label=label, model=endpoint.model, messages=messages, reply=reply, concepts=items))
-        out[label] = items
-    return out
+        return items
+
+    got, failed = fan_out(ask, list(todo), workers, desc="concepts")
+    out.update(got)
+    if failed:
+        cached = f"{len(out)} of {len(labels)} classes are cached in {cache_dir}: a rerun asks only for the rest" if cache_dir \
+            else "no cache_dir given: a rerun asks for every class again"
+        raise LLMError(f"{failed}; {cached}")
+    return {label: out[label] for label in labels}
 
 # %% ../nbs/02_data.ipynb #f85bfc28
-def verify_image(path) -> str | None:
-    "None when `path` opens and fully decodes, else what is wrong with it."
+def verify_image(path, full: bool = True) -> str | None:
+    """None when `path` opens and fully decodes, else what is wrong with it. `full=False` is the quick check (no
+    decoding): the header opens, PIL's `verify` passes (for PNG: every chunk's checksum), and a JPEG still ends with
+    its end-of-image marker (a truncated copy does not)."""
     from PIL import Image
     try:
-        with Image.open(path) as im: im.verify()
+        with Image.open(path) as im: im.verify(); fmt = im.format
+        if not full:
+            if fmt == "JPEG":
+                with open(path, "rb") as f:
+                    f.seek(max(0, os.path.getsize(path) - 1024)); tail = f.read()
+                if b"\xff\xd9" not in tail: return "corrupt: truncated JPEG (no end-of-image marker)"
+            return None
         with Image.open(path) as im: im.load()
     except FileNotFoundError: return "missing"
     except Exception as e: return f"corrupt: {type(e).__name__}: {e}"
@@ -757,8 +830,8 @@ def _check_concepts(rep: DataReport, name: str, data_root, records, concepts) ->
     else: rep.notes.append("no concept file given: a run needs one (--set concepts=FILE)")
 
 def check_dataset(name: str, data_root, concepts=None, cfg: RunConfig | None = None, workers: int = 4,
-                  progress: bool = True) -> DataReport:
-    "Load dataset `name` from `data_root` and check images, ids, splits and (given a concept file) labels."
+                  progress: bool = True, full: bool = True) -> DataReport:
+    "Load dataset `name` from `data_root` and check images, ids, splits and (given a concept file) labels; `full=False`: images by `verify_image`'s quick check."
     from tqdm.auto import tqdm
     rep = DataReport(name, str(data_root))
     if name not in LOADERS: rep.problems.append(f"unknown dataset {name!r} (known: {', '.join(LOADERS)})"); return rep
@@ -777,7 +850,7 @@ def check_dataset(name: str, data_root, concepts=None, cfg: RunConfig | None = N
     first = {}
     for r in records: first.setdefault(r.image, r.id)
     with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes outside the GIL
-        errors = list(tqdm(pool.map(verify_image, first), total=len(first), desc=f"checking {name} images",
+        errors = list(tqdm(pool.map(lambda p: verify_image(p, full), first), total=len(first), desc=f"checking {name} images",
                            file=sys.stderr, disable=not progress or len(first) < 100))
     for (path, iid), err in zip(first.items(), errors):
         if err: kind, _, why = err.partition(": "); rep.problems.append(f"{kind} image {path} (id {iid})" + (f": {why}" if why else ""))

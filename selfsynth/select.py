@@ -6,12 +6,12 @@ Docs: https://selfsynth.github.io/selfsynth/select.html.md"""
 
 # %% ../nbs/11_select.ipynb #c7643ec3
 from __future__ import annotations
-import base64, io, json, logging, math, os, random, re, urllib.error, urllib.request
+import base64, hashlib, io, json, logging, math, os, random, re
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from .store import RunStore, atomic_path, read_jsonl, write_jsonl
-from .data import read_concepts, check_labels, Record
+from .store import RunStore, atomic_path, read_jsonl, write_jsonl, read_json, write_json, file_digest
+from .data import read_concepts, check_labels, Record, LLMEndpoint, LLMError, chat, fan_out
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
 log = logging.getLogger("selfsynth")
@@ -228,26 +228,35 @@ def _data_url(path) -> str:
     buf = io.BytesIO(); load_image(path).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
-def endpoint_asker(base_url: str, model: str, api_key: str | None = None, timeout: float = 60, max_tokens: int = 8):
-    "Ask an OpenAI-compatible `/chat/completions` endpoint, temperature 0."
-    url = base_url.rstrip("/") + "/chat/completions"
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+def endpoint_asker(base_url: str, model: str, api_key: str | None = None, timeout: float = 60, max_tokens: int = 8, *,
+                   retries: int = 4, backoff: float = 2.0, max_time: float = 600.0, workers: int = 4, cache_dir=None):
+    "Ask an OpenAI-compatible `/chat/completions` endpoint, temperature 0, `workers` at a time, answers cached in `cache_dir`."
+    ep = LLMEndpoint(base_url, model, api_key, timeout=timeout, retries=retries, backoff=backoff, max_time=max_time)
     def one(image, question) -> str:
-        body = dict(model=model, temperature=0, max_tokens=max_tokens, messages=[dict(role="user", content=[
-            dict(type="text", text=question), dict(type="image_url", image_url=dict(url=_data_url(image)))])])
-        req = urllib.request.Request(url, json.dumps(body).encode(), headers)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp: reply = json.loads(resp.read())
-        except urllib.error.HTTPError as e: raise RuntimeError(f"{url}: HTTP {e.code} ({e.read()[:200]!r})") from None
-        except (urllib.error.URLError, TimeoutError) as e: raise RuntimeError(f"{url}: {e}") from None
-        try: return reply["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError): raise RuntimeError(f"{url}: unexpected reply {str(reply)[:200]}") from None
-    return lambda images, questions: [one(i, q) for i, q in zip(images, questions)]
+        key = hashlib.sha256(json.dumps([model, max_tokens, file_digest(image), question]).encode()).hexdigest()[:24]
+        path = Path(cache_dir) / f"{key}.json" if cache_dir else None
+        if path and path.exists():
+            try: return read_json(path)["answer"]
+            except (ValueError, KeyError, TypeError) as e: log.warning(f"answer cache {path} is damaged, asking again ({e})")
+        messages = [dict(role="user", content=[dict(type="text", text=question),
+                                               dict(type="image_url", image_url=dict(url=_data_url(image)))])]
+        answer = chat(ep, messages, temperature=0, max_tokens=max_tokens, item=f"image {image}, question {question!r}")
+        if path: write_json(path, dict(model=model, image=str(image), question=question, answer=answer))
+        return answer
+    def ask(images, questions):
+        pairs = list(zip(images, questions))
+        got, failed = fan_out(lambda i: one(*pairs[i]), range(len(pairs)), workers, desc="direct")
+        if failed:
+            raise LLMError(f"{failed}; {len(got)} of {len(pairs)} questions answered, " +
+                           (f"cached in {cache_dir}: a rerun asks only for the rest" if cache_dir else "not kept (no cache_dir)"))
+        return [got[i] for i in range(len(pairs))]
+    ask.endpoint = ep
+    return ask
 
-def asker_from_env():
+def asker_from_env(cache_dir=None, **kw):
     "The endpoint asker configured by `SELFSYNTH_LLM_*` environment variables, or None."
     url, model = os.environ.get("SELFSYNTH_LLM_BASE_URL"), os.environ.get("SELFSYNTH_LLM_MODEL")
-    return endpoint_asker(url, model, os.environ.get("SELFSYNTH_LLM_API_KEY")) if url and model else None
+    return endpoint_asker(url, model, os.environ.get("SELFSYNTH_LLM_API_KEY"), cache_dir=cache_dir, **kw) if url and model else None
 
 # %% ../nbs/11_select.ipynb #e676ea4a
 def select_direct(rows, images: dict, concepts: dict, ask, dataset: str) -> tuple[list[dict], dict]:
@@ -358,7 +367,7 @@ def selection_study_stage(store: RunStore, ns=(1, 2, 5, 10, 20, 30), direct: boo
         if direct:
             recs, root = train_records(store)
             images = {r.id: str(r.image_path(root)) for r in recs}
-            ask, counts["direct_selector"] = asker_from_env(), os.environ.get("SELFSYNTH_LLM_MODEL")
+            ask, counts["direct_selector"] = asker_from_env(ctx.path("round-1/.direct_cache")), os.environ.get("SELFSYNTH_LLM_MODEL")
             if ask is None:
                 from selfsynth.models import load_vlm
                 ask, counts["direct_selector"] = vlm_asker(*load_vlm(cfg.model, cfg.device, cfg.dtype), cfg.gen_batch_size), cfg.model

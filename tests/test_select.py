@@ -198,8 +198,8 @@ def test_direct_selection_through_a_loopback_endpoint(tmp_path, monkeypatch):
         assert counts == dict(questions=6, yes=3, no=3, unparsed=0)
         assert seen[0] == ("/v1/chat/completions", "Bearer k123", "judge-1", (8, 8))
         assert direct_question("stanford-dogs", "floppy ears") == "Does this dog have floppy ears? Answer yes or no."
-        with pytest.raises(RuntimeError, match=r"chat/completions: HTTP 500"):
-            endpoint_asker(base, "judge-1")([tmp_path / "red.png"], ["broken?"])
+        with pytest.raises(RuntimeError, match=r"chat/completions failed for image .*red.png, question 'broken\?' .*HTTP 500"):
+            endpoint_asker(base, "judge-1", retries=0)([tmp_path / "red.png"], ["broken?"])
         monkeypatch.delenv("SELFSYNTH_LLM_BASE_URL")
         assert asker_from_env() is None
     finally:
