@@ -23,7 +23,7 @@ METHODS = ("ours", "nl", "lge", "ours_nofilter")
 
 @dataclass
 class RunConfig:
-    "Everything a reproduction depends on. Defaults are the paper's settings (METHOD.md)."
+    "Everything a reproduction depends on. Defaults are the paper's settings (docs: method.html)."
     # --- what to run on
     preset: str = "mini"  # Name of the preset these values started from
     dataset: str = "mini"  # One of `DATASETS`; `mini` is the embedded offline world
