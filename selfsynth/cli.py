@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import ConfigError, preset, load_config, apply_overrides, PRESETS
 from .store import RunStore, write_json
 from .runner import execute, NotebookFailed
+from .preflight import NEEDS, PreflightError, check_before_run
 
 log = logging.getLogger("selfsynth")
 
@@ -28,6 +29,14 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--retriever", help="text encoder: sentence-transformers folder (e.g. e5-large-v2)")
     p.add_argument("--data-root", help="dataset folder as distributed")
     p.add_argument("--run-dir", help="run folder (default runs/<preset>)")
+
+def _preflight_flag(p: argparse.ArgumentParser):
+    p.add_argument("--no-preflight", action="store_true", help="skip the checks of model, retriever, data, judge and "
+                   "run folder made before anything runs")
+
+def _preflight(a: argparse.Namespace, cfg, command: str) -> None:
+    "Stop before the run folder is touched when `preflight` finds problems (`PreflightError`, exit code 2)."
+    if command in NEEDS and not getattr(a, "no_preflight", False): check_before_run(cfg, command)
 
 def config_from_args(a: argparse.Namespace):
     "The `RunConfig` the flags describe: preset < --config < shortcut flags < --set."
@@ -101,11 +110,13 @@ def _cmd_reproduce(a):
     cfg = config_from_args(a)
     if a.methods: cfg = cfg.replace(methods=tuple(m.strip() for m in a.methods.split(",")))
     if a.jobs < 1: raise ConfigError(f"--jobs must be at least 1, got {a.jobs}")
+    _preflight(a, cfg, "reproduce")
     print(f"results: {reproduce(RunStore(cfg.run_dir, cfg), a.jobs)}")
 
 def _cmd_round(a):
     cfg = config_from_args(a)
     if not 0 <= a.round <= cfg.rounds: raise ConfigError(f"--round must be in 0..{cfg.rounds}, got {a.round}")
+    _preflight(a, cfg, "round")
     store = RunStore(cfg.run_dir, cfg)
     if a.round == 0: print(execute(store, "round", "base-round-0", method="base", round=0))
     for k in range(1, a.round + 1):  # one executed notebook per round; finished rounds are skipped inside
@@ -114,6 +125,7 @@ def _cmd_round(a):
 def _cmd_notebook(name):
     def run(a):
         cfg = config_from_args(a)
+        _preflight(a, cfg, name)
         print(execute(RunStore(cfg.run_dir, cfg), name))
     return run
 
@@ -139,15 +151,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log every stage")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="data, base evaluation, all methods' rounds, theory checks, report")
-    _common(r); r.add_argument("--methods", help="comma-separated subset of ours,nl,lge,ours_nofilter")
+    _common(r); _preflight_flag(r); r.add_argument("--methods", help="comma-separated subset of ours,nl,lge,ours_nofilter")
     r.add_argument("--jobs", type=int, default=1, help="rounds run at once, the CPU cores shared out among them (default 1)")
     r.set_defaults(fn=_cmd_reproduce)
     r = sub.add_parser("round", help="run one method up to round k (earlier rounds reused; 0 = evaluate the base model)")
-    _common(r); r.add_argument("--round", type=int, required=True); r.add_argument("--method", default="ours")
+    _common(r); _preflight_flag(r); r.add_argument("--round", type=int, required=True); r.add_argument("--method", default="ours")
     r.set_defaults(fn=_cmd_round)
     for name, help in (("report", "tables, figures and results.json from the run folder"),
                        ("theory", "sanity checks of the properties the method relies on")):
-        r = sub.add_parser(name, help=help); _common(r); r.set_defaults(fn=_cmd_notebook(name))
+        r = sub.add_parser(name, help=help); _common(r); _preflight_flag(r); r.set_defaults(fn=_cmd_notebook(name))
     r = sub.add_parser("data", help="prepare or check a dataset")
     r.add_argument("action", choices=["check", "prepare"])
     _common(r)
@@ -171,6 +183,9 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
     try: return a.fn(a) or 0
+    except PreflightError as e:
+        for p in e.problems: print(f"selfsynth: preflight: {p}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(f"selfsynth: error: {e}", file=sys.stderr); return 2
     except NotebookFailed as e:
