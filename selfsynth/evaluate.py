@@ -7,7 +7,9 @@ Docs: https://selfsynth.github.io/selfsynth/evaluate.html.md"""
 
 # %% ../nbs/20_evaluate.ipynb #37381105
 from __future__ import annotations
-import hashlib, json, logging, os, re, time, urllib.error, urllib.request
+import hashlib, json, logging, math, os, re, time, urllib.error, urllib.request
+import torch
+import torch.nn.functional as F
 from pathlib import Path
 from .config import RunConfig, ConfigError
 from .store import RunStore, read_json, write_json, read_jsonl
@@ -16,42 +18,22 @@ from .data import read_manifest, read_concepts, check_labels
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAIMS', 'JUDGE_SYSTEM', 'EVAL_FIELDS', 'DESCRIPTION_PRECISION',
-           'is_correct', 'LabelFinder', 'split_claims', 'ConceptMatcher', 'text_encoder', 'OfflineJudge',
-           'calibration_probes', 'calibrate', 'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict',
-           'LLMJudge', 'llm_judge_from_env', 'load_fs_model', 'perplexities', 'explain_query', 'eval_path',
+__all__ = ['log', 'ACCURACY_RULE', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAIMS', 'JUDGE_SYSTEM', 'EVAL_FIELDS',
+           'DESCRIPTION_PRECISION', 'is_correct', 'split_claims', 'ConceptMatcher', 'text_encoder', 'verdict',
+           'states_something', 'LexiconJudge', 'EncoderJudge', 'make_judge', 'calibration_probes', 'calibrate',
+           'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict', 'LLMJudge', 'llm_judge_from_env',
+           'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'explain_query', 'eval_path',
            'test_records', 'device_name', 'summarise', 'model_ref', 'evaluate_stage', 'description_precision',
            'description_precision_stage', 'base_model_properties']
 
 # %% ../nbs/20_evaluate.ipynb #9ec0a6f5
-from .synthesize import normalize_label, contains_label
+from .synthesize import normalize_label, contains_label, LabelFinder, label_finder, names_label
 
-def is_correct(label: str, answer: str) -> bool:
-    "METHOD.md's accuracy rule: the normalised label is a substring of the normalised answer."
-    return contains_label(answer, label)
+ACCURACY_RULE = "the class named (earliest at word boundaries, longest at a tie, negated mentions excluded) == label"
 
-# %% ../nbs/20_evaluate.ipynb #993d22ea
-def _label_pattern(label: str) -> re.Pattern:
-    "Regex finding `label` in raw text the way the normalised substring test does (case, hyphens, apostrophes)."
-    words = normalize_label(label).split()
-    word = lambda w: "".join(re.escape(ch) + "'?" for ch in w)
-    return re.compile(r"(?<![a-z])" + r"[\s\-]+".join(map(word, words)) + r"(?![a-z])", re.I)
-
-class LabelFinder:
-    "Find and strip the class names of a data set in free text."
-    def __init__(self, labels):
-        self.labels = sorted(dict.fromkeys(labels), key=len, reverse=True)
-        self.patterns = {l: _label_pattern(l) for l in self.labels}
-
-    def predicted(self, text: str) -> str | None:
-        "The label named earliest in `text` (longest at equal position), or None."
-        hits = [(m.start(), -len(l), l) for l, p in self.patterns.items() if (m := p.search(text))]
-        return min(hits)[2] if hits else None
-
-    def strip(self, text: str) -> str:
-        "`text` with every class name removed (longest names first), so that 'Crimson-crowned' is no feature claim."
-        for l in self.labels: text = self.patterns[l].sub(" ", text)
-        return re.sub(r"[ \t]+", " ", text)
+def is_correct(label: str, answer: str, finder: LabelFinder) -> bool:
+    "Accuracy's rule: `answer` names `label` (earliest class name, longest at a tie, not negated; `12_synthesize`)."
+    return names_label(answer, label, finder)
 
 # %% ../nbs/20_evaluate.ipynb #8ac50061
 _SENTENCES = re.compile(r"(?<=[.!?;:])\s+|\s*\n+\s*|(?:^|\s)[•*]\s+|(?:^|\s)-\s+(?=[A-Za-z])")
@@ -128,40 +110,91 @@ def text_encoder(name: str = JUDGE_ENCODER, device: str = "auto"):
     return _ENCODERS[name, device]
 
 # %% ../nbs/20_evaluate.ipynb #a237cb33
-_NAMING = re.compile(r"\b(?:this|it|the \w+|this \w+)\s+(?:is|appears to be|looks like|seems to be|must be|could be|"
-                     r"might be|is likely)\s+(?:an?|the)\b|\b(?:species|breed|identified as|called|diagnosis)\b", re.I)
-_TIE = re.compile(r"\b(?:because|since|due to|given|based on|thanks to|indicat\w*|suggest\w*|characteris\w*|typical|"
-                  r"distinctive|distinguish\w*|identif\w*|consistent with|evident|hallmark|points? to|therefore|thus|"
-                  r"hence|as seen|can be seen|recogni[sz]\w*)\b", re.I)
-_ANAPHOR = re.compile(r"^\W*(?:it|its|it's|this|these|they|their|the (?:bird|dog|aircraft|plane|lesion|leaf|plant|"
-                      r"x-ray|image|animal|object))\b", re.I)
+def verdict(answer: str, claims: list, finder: LabelFinder, label_concepts, holds=None) -> dict:
+    """EE, CS, grounded precision and repetition of one answer from its `claims` [(clause, concept or None)].
+    `label_concepts`: the true class's expert concepts; `holds(concept) -> bool` where the image's ground truth is known."""
+    stated = [z for _, z in claims if z is not None]
+    distinct, expert = list(dict.fromkeys(stated)), set(label_concepts)
+    pred = finder.predicted(answer)
+    units = list(dict.fromkeys(z if z is not None else ("unmapped", c.lower()) for c, z in claims))
+    gp = None
+    if holds is not None and units: gp = sum(isinstance(u, str) and holds(u) for u in units) / len(units)
+    return dict(predicted=pred, ee=int(pred is not None and bool(stated)),
+                cs=sum(z in expert for z in distinct) / len(distinct) if distinct else None,
+                grounded_precision=gp, repeated=int(len(stated) > len(distinct)), n_claims=len(units), claims=[[c, z] for c, z in claims])
 
-class OfflineJudge:
-    "EE, CS and grounded precision of answers from claim-to-concept matching (see the rules above)."
+# %% ../nbs/20_evaluate.ipynb #6cd1fbcd
+_FILLER = set(("a an the this that these those it its it's is are was be been has have had shows show see can i my here there "
+               "of in on at to and or but as with which what who bird birds small little picture image photo photograph "
+               "species specific name named called kind type think looks look like appears seems probably likely maybe "
+               "perhaps sure answer based information provided therefore thus hence so because also more specifically").split())
+
+def states_something(clause: str) -> bool:
+    "Whether a clause says anything beyond naming and filler ('This is a', 'this bird is a small bird' say nothing)."
+    return any(w not in _FILLER for w in re.findall(r"[a-z][a-z'-]*", clause.lower()))
+
+class LexiconJudge:
+    "The mini world's judge: claims parsed exactly with the world's lexicon and checked against the image's attributes."
+    name = "exact: mini-world lexicon against ground truth"
+    def __init__(self, concepts: dict):
+        from selfsynth.world import CONCEPT_TEXT, NONVISUAL
+        self.concepts, self.finder = concepts, label_finder(concepts)
+        self.text, self.nonvisual = CONCEPT_TEXT, [z.lower() for z in NONVISUAL]
+        self.pair = {t: pv for pv, t in CONCEPT_TEXT.items()}  # phrase -> (part, value)
+        self.phrases = [(re.compile(r"\b" + re.escape(re.sub(r"^(a|an|two) ", "", t.lower())) + r"\b"), pv)
+                        for pv, t in CONCEPT_TEXT.items()]  # the expert phrases themselves, article dropped
+
+    def concepts_of(self, clause: str) -> list:
+        "The concept phrases `clause` states: the base model's lexicon, the expert phrases, the non-visual phrases."
+        from selfsynth.basemodel import parse_claims
+        low = clause.lower()
+        pairs = parse_claims(clause) | {pv for rx, pv in self.phrases if rx.search(low)}
+        return [self.text.get(pv, f"{pv[1]} {pv[0]}") for pv in sorted(pairs)] + [z for z in self.nonvisual if z in low]
+
+    def holds(self, concept: str, attributes: dict) -> bool:
+        "Whether a concept phrase is true of an image with ground-truth `attributes` (a non-visual phrase never is)."
+        if concept in self.nonvisual: return False
+        part, value = self.pair.get(concept) or tuple(reversed(concept.rsplit(" ", 1)))  # "dull red crown" -> (crown, dull red)
+        return attributes.get(part) == value
+
+    def claims(self, answer: str) -> list:
+        "`(clause, concept or None)` of every claim: one per concept a clause states, or one unmapped claim if it says something."
+        return [(c, z) for _, c in split_claims(answer, self.finder)
+                for z in (self.concepts_of(c) or ([None] if states_something(c) else []))]
+
+    def truth(self, record): return record.attributes
+    def judge(self, answers, labels, truths=None) -> list[dict]:
+        "One `verdict` per answer; `truths`: per answer the image's `attributes` {part: value or None}, or None."
+        truths = list(truths) if truths is not None else [None] * len(answers)
+        return [verdict(a, self.claims(a), self.finder, self.concepts[l], None if t is None else (lambda z, t=t: self.holds(z, t)))
+                for a, l, t in zip(answers, labels, truths)]
+
+# %% ../nbs/20_evaluate.ipynb #76844569
+class EncoderJudge:
+    "EE, CS and grounded precision of free-text answers from claim-to-concept matching through a text encoder."
     def __init__(self, matcher: ConceptMatcher):
-        self.matcher, self.finder = matcher, LabelFinder(matcher.concepts)
+        self.matcher, self.finder = matcher, label_finder(matcher.concepts)
+        self.name = f"encoder: {JUDGE_ENCODER} (cosine >= {matcher.threshold})"
 
-    def judge(self, answers, visible=None) -> list[dict]:
-        "One verdict dict per answer; `visible`: per answer the ground-truth concept list, or None."
-        visible = list(visible) if visible is not None else [None] * len(answers)
+    def truth(self, record): return record.visible
+    def judge(self, answers, labels, truths=None) -> list[dict]:
+        "One `verdict` per answer; `truths`: per answer the ground-truth concept list, or None."
+        truths = list(truths) if truths is not None else [None] * len(answers)
         split = [split_claims(a, self.finder) for a in answers]
         matched = iter(self.matcher.match([c for s in split for _, c in s]))
         out = []
-        for a, claims, vis in zip(answers, split, visible):
-            claims = [(i, c, next(matched)) for i, c in claims]
-            out.append(self._verdict(a, [x for x in claims if x[2]], vis))
+        for a, l, claims, vis in zip(answers, labels, split, truths):
+            claims = [(c, z) for _, c in claims for z in [next(matched)] if z is not None]
+            out.append(verdict(a, claims, self.finder, self.matcher.concepts[l], None if vis is None else set(vis).__contains__))
         return out
 
-    def _verdict(self, answer: str, claims: list, visible) -> dict:
-        pred = self.finder.predicted(answer)
-        sents = [s for s in _SENTENCES.split(answer.strip()) if s and s.strip()]
-        named = [i for i, s in enumerate(sents) if (pred and self.finder.patterns[pred].search(s)) or _NAMING.search(s)]
-        tied = bool(_TIE.search(answer)) or any(i in named or _ANAPHOR.search(sents[i]) for i, _, _ in claims)
-        zs = [z for _, _, z in claims]
-        cs = (sum(z in self.matcher.concepts[pred] for z in zs) / len(zs)) if pred and zs else None
-        gp = (sum(z in set(visible) for z in zs) / len(zs)) if visible is not None and zs else None
-        return dict(predicted=pred, ee=int(bool(named and zs and tied)), cs=cs, grounded_precision=gp,
-                    claims=[[c, z] for _, c, z in claims])
+def make_judge(cfg: RunConfig, concepts: dict, device: str | None = None):
+    "The offline judge of a run: exact in the mini world, else the encoder judge (refused when it is the retriever)."
+    if cfg.dataset == "mini": return LexiconJudge(concepts)
+    if Path(cfg.retriever).name == JUDGE_ENCODER or cfg.retriever == JUDGE_ENCODER:
+        raise ConfigError(f"config key 'retriever' is {cfg.retriever!r}, the offline judge's encoder: the judge must not be "
+                          "the training signal (use judge=llm, or another retriever)")
+    return EncoderJudge(ConceptMatcher(text_encoder(JUDGE_ENCODER, device or cfg.device), concepts))
 
 # %% ../nbs/20_evaluate.ipynb #2f614d08
 NON_CLAIMS = ["This is a", "This is an image of", "More specifically, this image shows", "this picture shows",
@@ -210,7 +243,7 @@ def calibrate(matcher: ConceptMatcher, probes: dict) -> dict:
                 non_claim_sim_mean=r(s_neg.mean()), non_claim_sim_max=r(s_neg.max()), non_claim_rejected=r((s_neg < t).mean()),
                 variant_sim_mean=r(s_var.mean()), variant_matched=r((s_var >= t).mean()))
 
-def sentence_check(judge: OfflineJudge, n: int = 300, seed: int = 0) -> dict:
+def sentence_check(judge: EncoderJudge, n: int = 300, seed: int = 0) -> dict:
     "Claim-level precision and recall of `judge` on `n` base-model-style descriptions of random mini-world birds."
     import numpy as np
     from selfsynth import basemodel as bm
@@ -218,7 +251,7 @@ def sentence_check(judge: OfflineJudge, n: int = 300, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     texts = [bm.describe_text(random_values(rng), rng) for _ in range(n)]
     said = [{CONCEPT_TEXT[c] for c in bm.parse_claims(t) if c in CONCEPT_TEXT} for t in texts]
-    found = [{z for _, z in v["claims"]} for v in judge.judge(texts)]
+    found = [{z for _, z in v["claims"]} for v in judge.judge(texts, [next(iter(judge.matcher.concepts))] * n)]
     tp = sum(len(a & b) for a, b in zip(said, found))
     return dict(sentences=n, stated=sum(map(len, said)), matched=sum(map(len, found)),
                 precision=round(tp / max(sum(map(len, found)), 1), 4), recall=round(tp / max(sum(map(len, said)), 1), 4))
@@ -231,16 +264,17 @@ JUDGE_SYSTEM = ("You grade answers of a vision-language assistant that was asked
                 "of an object in an image and to explain its answer. Be strict and literal. Reply with a single JSON "
                 "object and nothing else.")
 
-def judge_messages(question: str, answer: str, predicted: str | None, concepts) -> list[dict]:
-    "Chat messages asking for the EE and CS verdicts of one answer."
-    listed = "\n".join(f"- {z}" for z in concepts) if predicted else "(no class named, so no expert concepts)"
+def judge_messages(question: str, answer: str, label: str, concepts) -> list[dict]:
+    "Chat messages asking for the EE and CS verdicts of one answer about an image of class `label` (expert `concepts`)."
+    listed = "\n".join(f"- {z}" for z in concepts)
     user = (f"Question: {question}\n\nAnswer to grade: {answer}\n\n"
-            f"Class named in the answer: {predicted or 'none'}\nExpert visual concepts of that class:\n{listed}\n\n"
+            f"True class of the image: {label}\nExpert visual concepts of the true class:\n{listed}\n\n"
             "Give two verdicts.\n"
-            "1. \"explanation\": 1 if the answer states at least one visual feature of the object and uses it to "
-            "justify the class it names; 0 if it only names a class, or gives no visual evidence for it.\n"
+            "1. \"explanation\": 1 if the answer names a class and states at least one visual feature of the object; "
+            "0 if it only names a class, names none, or gives no visual feature.\n"
             "2. \"cognition\": of the visual features the answer claims, the share (a number from 0 to 1) that agree "
-            "with the expert concepts listed above; null if the answer names no class or claims no visual feature.\n"
+            "with the expert concepts of the true class listed above, each distinct feature counted once; null if the answer "
+            "claims no visual feature.\n"
             'Reply exactly in this form: {"explanation": 0 or 1, "cognition": number or null}')
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
@@ -293,9 +327,9 @@ class LLMJudge:
         try: return reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError): raise ValueError(f"not a chat-completions reply: {str(reply)[:80]!r}") from None
 
-    def verdict(self, question: str, answer: str, predicted: str | None, concepts=()) -> dict:
+    def verdict(self, question: str, answer: str, label: str, concepts=()) -> dict:
         "`{'ee', 'cs'}` for one answer (from the cache when there)."
-        messages = judge_messages(question, answer, predicted, list(concepts))
+        messages = judge_messages(question, answer, label, list(concepts))
         cache = self._cache_path(messages)
         if cache is not None and cache.exists(): return read_json(cache)
         last = None
@@ -319,13 +353,18 @@ def llm_judge_from_env(cache_dir=None, **kw) -> LLMJudge:
                     env.get("SELFSYNTH_LLM_API_KEY") or None, cache_dir=cache_dir, **kw)
 
 # %% ../nbs/20_evaluate.ipynb #688ad390
-def load_fs_model(cfg: RunConfig):
-    "`(model, tokenizer)` scoring fluency: `cfg.fs_model`, else the base model `cfg.model`."
+def fs_model_name(cfg: RunConfig) -> str:
+    "What scores fluency, in words: `cfg.fs_model`'s folder name, or the base model's, marked as such."
+    return Path(cfg.fs_model).name if cfg.fs_model else f"{Path(cfg.model).name} (the untuned base model)"
+
+def load_fs_model(cfg: RunConfig) -> tuple:
+    "`(model, processor or tokenizer, takes_images, name)` scoring fluency: `cfg.fs_model`, else the base model `cfg.model`."
     from selfsynth import models
     path = cfg.fs_model or cfg.model
+    name = fs_model_name(cfg)
     try:
         model, processor = models.load_vlm(path, device=cfg.device, dtype=cfg.dtype)
-        return model, processor.tokenizer
+        return model, processor, True, name
     except ValueError as e:
         if "not a LLaVA-like" not in str(e): raise
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -334,28 +373,46 @@ def load_fs_model(cfg: RunConfig):
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=models.resolve_dtype(cfg.dtype, device))
     except Exception as e: raise ValueError(f"{path}: cannot load a causal LM for fluency ({type(e).__name__}: {e})") from None
-    return model.to(device).eval(), tok
+    return model.to(device).eval(), tok, False, name
 
-def perplexities(model, tokenizer, texts, batch_size: int = 16, max_tokens: int = 512) -> list[float | None]:
-    "Perplexity of each text under `model` (None for a text with no token to predict)."
-    import torch
-    bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
-    pad = pad if pad is not None else (tokenizer.eos_token_id or 0)
-    ids = [([bos] if bos is not None else []) + tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens]
-           for t in texts]
-    out = [None] * len(texts)
-    todo = [i for i, x in enumerate(ids) if len(x) >= 2 and texts[i].strip()]
-    todo.sort(key=lambda i: len(ids[i]))  # similar lengths together: less padding
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        width = max(len(ids[i]) for i in batch)
-        x = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch], device=model.device)
-        mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch], device=model.device)
-        with torch.inference_mode(): logits = model(input_ids=x, attention_mask=mask).logits.float()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none")
-        m = mask[:, 1:].float()
-        for i, v in zip(batch, torch.exp((nll * m).sum(1) / m.sum(1)).tolist()): out[i] = round(v, 4)
+def answer_nll(scorer: tuple, images, questions, answers, finder: LabelFinder, batch_size: int = 16) -> list[tuple[float, int]]:
+    "`(summed NLL, tokens)` of each answer given its image and question under `scorer` (`load_fs_model`), class names excluded."
+    from selfsynth.models import chat_prompt
+    model, proc, takes_images, _ = scorer
+    tok = proc.tokenizer if takes_images else proc
+    out = []
+    for s in range(0, len(answers), batch_size):
+        qs, ans = questions[s:s + batch_size], [a.strip() for a in answers[s:s + batch_size]]
+        prompts = [chat_prompt(proc, q) if takes_images else q + "\n" for q in qs]
+        fulls = [p + " " + a + tok.eos_token for p, a in zip(prompts, ans)]
+        side, tok.padding_side = tok.padding_side, "right"
+        try:
+            enc = (proc(images=list(images[s:s + batch_size]), text=fulls, padding=True, return_tensors="pt") if takes_images
+                   else tok(fulls, padding=True, return_tensors="pt"))
+        finally: tok.padding_side = side
+        labels = torch.full_like(enc["input_ids"], -100)
+        for i, (full, p, a) in enumerate(zip(fulls, prompts, ans)):
+            t = tok(full, add_special_tokens=False, return_offsets_mapping=True)
+            first = next(j for j, (b, _) in enumerate(t["offset_mapping"]) if b >= len(p))  # the answer's first token
+            length = int(enc["attention_mask"][i].sum())
+            ids = t["input_ids"][first:]
+            if enc["input_ids"][i, length - len(ids):length].tolist() != ids:
+                raise ValueError(f"fluency: the answer's tokens differ inside and outside its prompt: {a[:60]!r}")
+            spans = [(len(p) + 1 + b, len(p) + 1 + e) for b, e, _, _ in finder.mentions(a)]  # class names: not scored
+            for j, (b, e) in enumerate(t["offset_mapping"][first:]):
+                if not any(b < se and e > sb for sb, se in spans): labels[i, length - len(ids) + j] = ids[j]
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        with torch.inference_mode(): logits = model(**enc).logits.float()
+        target = labels[:, 1:].to(model.device)
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100, reduction="none")
+        out += [(round(float(x), 4), int(n)) for x, n in zip(nll.sum(1).tolist(), (target != -100).sum(1).tolist())]
     return out
+
+def pooled_perplexity(nll_tokens) -> float | None:
+    "exp(Σ NLL / Σ tokens) of `(nll, tokens)` pairs; None without tokens."
+    nll_tokens = [x for x in nll_tokens if x is not None]
+    n = sum(t for _, t in nll_tokens)
+    return round(math.exp(sum(x for x, _ in nll_tokens) / n), 4) if n else None
 
 # %% ../nbs/20_evaluate.ipynb #7d683c52
 def explain_query(dataset: str) -> str:
@@ -388,36 +445,44 @@ def _mean(xs):
     return round(sum(xs) / len(xs), 4) if xs else None
 
 def summarise(rows: list) -> dict:
-    "Summary metrics of evaluation rows."
-    n = len(rows)
-    return dict(n=n, accuracy=round(100 * sum(r["correct"] for r in rows) / n, 2) if n else None,
-                accuracy_strict=round(100 * sum(r.get("predicted") == r["label"] for r in rows) / n, 2) if n else None,
-                ee=_mean(r["ee"] for r in rows), cs=_mean(r["cs"] for r in rows), fs=_mean(r["fs"] for r in rows),
+    "Summary metrics of evaluation rows (see above)."
+    from selfsynth.stats import wilson
+    n, k = len(rows), sum(bool(r["correct"]) for r in rows)
+    ci = wilson(k, n)
+    return dict(n_test=n, accuracy=round(100 * k / n, 2) if n else None,
+                accuracy_ci=[round(100 * x, 2) for x in ci] if ci else None,
+                accuracy_substring=round(100 * sum(bool(r["correct_substring"]) for r in rows) / n, 2) if n else None,
+                ee=_mean(r["ee"] for r in rows), cs=_mean(r["cs"] for r in rows),
+                fs=pooled_perplexity((r["fs_nll"], r["fs_tokens"]) for r in rows if r.get("fs_tokens")),
                 grounded_precision=_mean(r["grounded_precision"] for r in rows),
+                repetition_rate=_mean(r["repeated"] for r in rows),
                 n_cs=sum(r["cs"] is not None for r in rows), n_grounded=sum(r["grounded_precision"] is not None for r in rows))
 
 # %% ../nbs/20_evaluate.ipynb #97724ee0
-EVAL_FIELDS = ["dataset", "model", "seed", "max_test_images", "eval_max_new_tokens", "judge", "fs_model", "dtype"]
+EVAL_FIELDS = ["dataset", "model", "seed", "max_test_images", "eval_max_new_tokens", "judge", "fs_model", "dtype", "retriever"]
 
 def _eval_chunk(ctx, recs, root, question, concepts, cache, model_path) -> list[dict]:
     "Answer, judge and score one chunk of test records."
     from selfsynth import models
-    cfg = ctx.cfg
+    cfg, finder = ctx.cfg, label_finder(concepts)
     if "judge" not in cache:
-        cache["judge"] = OfflineJudge(ConceptMatcher(text_encoder(JUDGE_ENCODER, cfg.device), concepts))
+        cache["judge"] = make_judge(cfg, concepts)
         if cfg.judge == "llm": cache["llm"] = llm_judge_from_env(ctx.path("eval/.judge_cache"))
     if "fs" not in cache: cache["fs"] = load_fs_model(cfg)
-    answers = [a[0] for a in models.sample(cfg, ctx.path(model_path), cache, [r.image_path(root) for r in recs],
-                                           [question] * len(recs), do_sample=False, max_new_tokens=cfg.eval_max_new_tokens,
-                                           desc="answer")]
-    verdicts = cache["judge"].judge(answers, [r.visible for r in recs])
-    if "llm" in cache:  # EE and CS from the endpoint; claims and grounded precision stay offline (ground truth)
-        for v, a in zip(verdicts, answers):
-            v.update(cache["llm"].verdict(question, a, v["predicted"], concepts.get(v["predicted"], [])))
-    fs = perplexities(*cache["fs"], answers, batch_size=cfg.gen_batch_size)
-    return [dict(id=r.id, label=r.label, question=question, answer=a, correct=is_correct(r.label, a),
-                 predicted=v["predicted"], ee=v["ee"], cs=v["cs"], fs=f, grounded_precision=v["grounded_precision"],
-                 claims=v["claims"], judge=cfg.judge) for r, a, v, f in zip(recs, answers, verdicts, fs)]
+    judge, images = cache["judge"], [r.image_path(root) for r in recs]
+    answers = [a[0] for a in models.sample(cfg, ctx.path(model_path), cache, images, [question] * len(recs),
+                                           do_sample=False, max_new_tokens=cfg.eval_max_new_tokens, desc="answer")]
+    verdicts = judge.judge(answers, [r.label for r in recs], [judge.truth(r) for r in recs])
+    judge_name = judge.name
+    if "llm" in cache:  # EE and CS from the endpoint; claims, repetition and grounded precision stay the offline judge's
+        judge_name = f"llm: {cache['llm'].model} (EE, CS); {judge.name} (claims, grounded precision)"
+        for v, a, r in zip(verdicts, answers, recs): v.update(cache["llm"].verdict(question, a, r.label, concepts[r.label]))
+    nll = answer_nll(cache["fs"], [models.load_image(p) for p in images], [question] * len(recs), answers, finder, cfg.gen_batch_size)
+    return [dict(id=r.id, label=r.label, question=question, answer=a, correct=is_correct(r.label, a, finder),
+                 correct_substring=contains_label(a, r.label), predicted=v["predicted"], ee=v["ee"], cs=v["cs"],
+                 grounded_precision=v["grounded_precision"], repeated=v["repeated"],
+                 fs=round(math.exp(x / t), 4) if t else None, fs_nll=x, fs_tokens=t, claims=v["claims"], judge=judge_name)
+            for r, a, v, (x, t) in zip(recs, answers, verdicts, nll)]
 
 def model_ref(store: RunStore, method: str, k: int) -> str:
     "The model of round `k` of `method` as a stage input: run-relative when inside the run folder, else absolute."
@@ -445,22 +510,23 @@ def evaluate_stage(store: RunStore, method: str, k: int, chunk_images: int = 64)
             recs, lambda chunk: _eval_chunk(ctx, chunk, root, explain_query(cfg.dataset), concepts, cache, model_path),
             chunk_images, desc=f"eval {method} round {k}")
         from selfsynth.models import resolve_device
-        return dict(summarise(rows), method=method, round=k, model=model_path, judge=cfg.judge,
-                    device=device_name(resolve_device(cfg.device)), eval_s=round(time.perf_counter() - t0, 2))
+        return dict(summarise(rows), method=method, round=k, model=model_path, judge=rows[0]["judge"] if rows else None,
+                    fs_model=fs_model_name(cfg), accuracy_rule=ACCURACY_RULE, device=device_name(resolve_device(cfg.device)),
+                    eval_s=round(time.perf_counter() - t0, 2))
     fs = [str(Path(cfg.fs_model).resolve())] if cfg.fs_model and Path(cfg.fs_model).is_dir() else []
     inputs = [manifest_rel, concepts_rel, model_path] + fs
     return store.stage(f"eval/{method}/round-{k}", run, fields=EVAL_FIELDS, inputs=inputs,
                        outputs=[eval_path(method, k)])["counts"]
 
 # %% ../nbs/20_evaluate.ipynb #a2b031bf
-def description_precision(judge: OfflineJudge, rows, visible: dict) -> tuple[int, int]:
-    "`(true, stated)` claims over description rows `{id, descriptions}`; `visible`: id -> ground-truth concepts."
-    rows = [r for r in rows if visible.get(r["id"]) is not None]
+def description_precision(judge, rows, records: dict) -> tuple[int, int]:
+    "`(true, stated)` distinct claims per description over rows `{id, descriptions}`; `records`: id -> `Record` (its ground truth)."
+    rows = [r for r in rows if r["id"] in records and judge.truth(records[r["id"]]) is not None]
     texts = [d for r in rows for d in r["descriptions"]]
-    vis = [visible[r["id"]] for r in rows for _ in r["descriptions"]]
-    verdicts = judge.judge(texts, vis)
-    stated = sum(len(v["claims"]) for v in verdicts)
-    true = sum(round(v["grounded_precision"] * len(v["claims"])) for v in verdicts if v["claims"])
+    recs = [records[r["id"]] for r in rows for _ in r["descriptions"]]
+    verdicts = judge.judge(texts, [r.label for r in recs], [judge.truth(r) for r in recs])
+    stated = sum(v["n_claims"] for v in verdicts)
+    true = sum(round(v["grounded_precision"] * v["n_claims"]) for v in verdicts if v["n_claims"])
     return true, stated
 
 DESCRIPTION_PRECISION = "eval/description_precision.json"
@@ -471,13 +537,13 @@ def description_precision_stage(store: RunStore) -> dict:
     manifest_rel, concepts_rel = dataset_files(store.cfg)
     def run(ctx):
         concepts = read_concepts(store.path(concepts_rel))
-        visible = {r.id: r.visible for r in read_manifest(store.path(manifest_rel), split="train")}
-        judge = OfflineJudge(ConceptMatcher(text_encoder(JUDGE_ENCODER, ctx.cfg.device), concepts))
-        true, stated = description_precision(judge, read_jsonl(store.path(DESCRIPTIONS)), visible)
-        res = dict(true=true, stated=stated, precision=round(true / stated, 4) if stated else None)
+        records = {r.id: r for r in read_manifest(store.path(manifest_rel), split="train")}
+        judge = make_judge(ctx.cfg, concepts)
+        true, stated = description_precision(judge, read_jsonl(store.path(DESCRIPTIONS)), records)
+        res = dict(true=true, stated=stated, precision=round(true / stated, 4) if stated else None, judge=judge.name)
         write_json(ctx.path(DESCRIPTION_PRECISION), res)
         return res
-    return store.stage("eval/descriptions", run, inputs=[DESCRIPTIONS, manifest_rel, concepts_rel],
+    return store.stage("eval/descriptions", run, fields=["dataset", "retriever"], inputs=[DESCRIPTIONS, manifest_rel, concepts_rel],
                        outputs=[DESCRIPTION_PRECISION])["counts"]
 
 def _rewrite_rate(store: RunStore):

@@ -498,9 +498,9 @@ def run_consistency(store: RunStore, ns=tuple(range(1, 31)), level: float = 0.5,
 
 # %% ../nbs/22_theory.ipynb #729ee170
 def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours", max_queries: int | None = 1000) -> tuple:
-    "`(rows, kept, rounds)` of check 4 from a run's candidates and kept pairs; `quality_fn(answers, visible_lists, labels)`."
+    "`(rows, kept, rounds)` of check 4 from a run's candidates and kept pairs; `quality_fn(answers, records, labels)` (`data.Record`s: their ground truth)."
     from selfsynth.rejection import candidates_path, rs_qa_path
-    visible = {r.id: r.visible for r in _records(store)}
+    records = {r.id: r for r in _records(store)}
     found = {}
     for k in range(2, store.cfg.rounds + 1):
         path = store.path(candidates_path(method, k))
@@ -509,7 +509,7 @@ def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours"
         for i, c in enumerate(found[k]):
             for f in ("id", "label", "query", "answer", "score"):
                 if f not in c: raise ValueError(f"{path}:{i + 1}: candidate has no field {f!r}")
-            if c["id"] not in visible: raise ValueError(f"{path}:{i + 1}: image {c['id']!r} is not in the manifest")
+            if c["id"] not in records: raise ValueError(f"{path}:{i + 1}: image {c['id']!r} is not in the manifest")
     # judging every candidate of every round costs minutes at mini scale: a seeded sample of queries is plenty
     queries = sorted({(k, c["id"], c["query"]) for k, cs in found.items() for c in cs})
     if max_queries is not None and len(queries) > max_queries:
@@ -520,7 +520,7 @@ def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours"
     for k, cands in found.items():
         cands = [c for c in cands if (k, c["id"], c["query"]) in keep]
         if not cands: continue
-        quality = quality_fn([c["answer"] for c in cands], [visible[c["id"]] for c in cands], [c["label"] for c in cands])
+        quality = quality_fn([c["answer"] for c in cands], [records[c["id"]] for c in cands], [c["label"] for c in cands])
         rows += [dict(group=(k, c["id"], c["query"]), score=c["score"], quality=q, correct=correct_fn(c["answer"], c["label"]))
                  for c, q in zip(cands, quality)]
         qa = store.path(rs_qa_path(method, k))
@@ -536,11 +536,12 @@ def _encoder(name: str, device: str):
 
 def evaluation_quality(store: RunStore) -> tuple:
     "(grounded precision by the evaluation's offline judge, the evaluation's label test) for the run's concepts."
-    from selfsynth.evaluate import ConceptMatcher, OfflineJudge, JUDGE_ENCODER, is_correct
-    judge = OfflineJudge(ConceptMatcher(_encoder(JUDGE_ENCODER, store.cfg.device),
-                                        read_concepts(store.path(dataset_files(store.cfg)[1]))))
-    return (lambda answers, visible, labels: [v["grounded_precision"] for v in judge.judge(answers, visible)],
-            lambda answer, label: is_correct(label, answer))
+    from selfsynth.evaluate import make_judge, is_correct
+    from selfsynth.synthesize import label_finder
+    concepts = read_concepts(store.path(dataset_files(store.cfg)[1]))
+    judge, finder = make_judge(store.cfg, concepts), label_finder(concepts)
+    return (lambda answers, records, labels: [v["grounded_precision"] for v in judge.judge(answers, labels, [judge.truth(r) for r in records])],
+            lambda answer, label: is_correct(label, answer, finder))
 
 def run_best_of_k(store: RunStore, quality_fn=None, correct_fn=None, method: str = "ours",
                   max_queries: int | None = 1000) -> dict:

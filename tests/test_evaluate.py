@@ -1,22 +1,25 @@
-"Tests of selfsynth.evaluate: accuracy, the offline judge both ways, the LLM judge against a loopback server, FS, the stage."
+"Tests of selfsynth.evaluate: accuracy, the judges (exact and encoder), the LLM judge against a loopback server, FS, the stage."
 import http.server, json, math, threading
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from selfsynth.config import preset
-from selfsynth.evaluate import (JUDGE_ENCODER, JUDGE_THRESHOLD, ConceptMatcher, JudgeError, LabelFinder, LLMJudge,
-                                OfflineJudge, base_model_properties, calibrate, calibration_probes, eval_path,
-                                evaluate_stage, is_correct, llm_judge_from_env, parse_verdict, perplexities,
+from selfsynth.config import preset, ConfigError
+from selfsynth.evaluate import (JUDGE_ENCODER, JUDGE_THRESHOLD, ConceptMatcher, JudgeError, LLMJudge, EncoderJudge, LexiconJudge,
+                                answer_nll, base_model_properties, calibrate, calibration_probes, eval_path, evaluate_stage,
+                                is_correct, llm_judge_from_env, load_fs_model, make_judge, parse_verdict, pooled_perplexity,
                                 split_claims, summarise)
+from selfsynth.synthesize import label_finder
 from selfsynth.store import RunStore, read_jsonl, write_jsonl
 from selfsynth.world import world_spec
 
 SPEC = world_spec(0, 16)
 CONCEPTS = SPEC.concepts()
+LF = label_finder(CONCEPTS)
 FINCH = "Crimson-crowned Finch"  # red crown, conical beak, brown wings, short square tail, buff breast
 WARBLER = "Yellow-barred White-breasted Warbler"  # thin beak, olive wings, yellow bars, white breast
+FINCH_VALUES = next(c.values for c in SPEC.classes if c.name == FINCH)
 
 
 @pytest.fixture(scope="module")
@@ -27,35 +30,39 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def judge(encoder):
-    return OfflineJudge(ConceptMatcher(encoder, CONCEPTS))
+    return EncoderJudge(ConceptMatcher(encoder, CONCEPTS))
 
 
 # --- accuracy and claims -------------------------------------------------------------------------------------------
 
-def test_accuracy_uses_method_normalisation():
-    assert is_correct(FINCH, "I think it's a CRIMSON CROWNED finch!")
-    assert is_correct("Black-capped Rose-breasted Swallow", "a black capped rose breasted swallow")
-    assert not is_correct(FINCH, "This is a Crimson-crowned Warbler.")
-    assert not is_correct(FINCH, "")
+def test_accuracy_is_the_class_named():
+    assert is_correct(FINCH, "I think it's a CRIMSON CROWNED finch!", LF)
+    assert not is_correct(FINCH, "This is a Crimson-crowned Warbler.", LF)
+    assert not is_correct(FINCH, "", LF)
+    nested = "Spectacled Rufous-breasted Finch"
+    assert nested in CONCEPTS and "Rufous-breasted Finch" in CONCEPTS  # the mini world has nested names
+    assert not is_correct("Rufous-breasted Finch", f"This is a {nested}.", LF)  # the substring rule would say yes
+    assert is_correct(nested, f"This is a {nested}.", LF)
+    assert not is_correct(FINCH, f"It is not a {FINCH}.", LF)
+    assert is_correct(FINCH, f"Not a {WARBLER}: a {FINCH}.", LF)
 
 
 def test_predicted_label_is_earliest_then_longest():
-    lf = LabelFinder(CONCEPTS)
-    assert lf.predicted("A Crimson-crowned Rose-breasted Finch, not a Rose-breasted Finch.") == "Crimson-crowned Rose-breasted Finch"
-    assert lf.predicted("Either a Rufous-breasted Finch or a Crimson-crowned Finch.") == "Rufous-breasted Finch"
-    assert lf.predicted("A small bird with a red crown.") is None
+    assert LF.predicted("A Spectacled Rufous-breasted Finch, not a Rufous-breasted Finch.") == "Spectacled Rufous-breasted Finch"
+    assert LF.predicted("Either a Rufous-breasted Finch or a Crimson-crowned Finch.") == "Rufous-breasted Finch"
+    assert LF.predicted("A small bird with a red crown.") is None
 
 
 def test_split_claims_keeps_phrases_and_splits_lists():
     claims = [c for _, c in split_claims(f"This is a {FINCH} because it has a bright red crown, a short, thick conical "
-                                         "beak and brown wings and back. Its tail is short.", LabelFinder(CONCEPTS))]
+                                         "beak and brown wings and back. Its tail is short.", LF)]
     assert "a bright red crown" in claims and "a short, thick conical beak" in claims and "brown wings and back" in claims
     assert not any("Crimson" in c for c in claims)  # class names never become claims
     assert [c for _, c in split_claims("black and white wings")] == ["black and white wings"]
     assert [i for i, _ in split_claims("A red crown. A long tail.")] == [0, 1]
 
 
-# --- the offline judge says no, and yes ------------------------------------------------------------------------------
+# --- the judges say no, and yes --------------------------------------------------------------------------------------
 
 LABEL_ONLY = [f"This is a {FINCH}.", f"This is an image of {FINCH}.", f"{FINCH}.",
               f"It is a {FINCH}. More specifically, this image shows {FINCH}.", f"The bird in the picture is a {FINCH}."]
@@ -64,41 +71,70 @@ JUSTIFIED = [f"This is a {FINCH}: it has a bright red crown, a short, thick coni
              f"The bird has a bright red crown and a short, square tail. Therefore it is a {FINCH}.",
              f"This is a {FINCH}. It has a bright red crown and a short, thick conical beak.",
              f"I can see a bright red crown and brown wings and back, which identify this bird as a {FINCH}."]
+RIGHT = f"This is a {FINCH} because it has a bright red crown, a short, thick conical beak and brown wings and back."
+WRONG_FEATURES = f"This is a {FINCH} because it has a long, thin pointed beak, olive-green wings and back and yellow bars across the wings."
+WRONG_CLASS = WRONG_FEATURES.replace(FINCH, WARBLER)  # names the Warbler and recites the Warbler's list
 
 
-def test_label_only_answers_get_no_explanation(judge):
-    for v, a in zip(judge.judge(LABEL_ONLY), LABEL_ONLY):
-        assert v["ee"] == 0, a
-        assert v["cs"] is None and v["claims"] == [], a  # nothing claimed: CS does not apply
+@pytest.fixture(scope="module", params=["lexicon", "encoder"])
+def any_judge(request):
+    return LexiconJudge(CONCEPTS) if request.param == "lexicon" else request.getfixturevalue("judge")
 
 
-def test_feature_justified_answers_get_explanation(judge):
-    for v, a in zip(judge.judge(JUSTIFIED), JUSTIFIED):
-        assert v["ee"] == 1, a
-        assert v["predicted"] == FINCH
+def test_label_only_answers_get_no_explanation(any_judge):
+    for v, a in zip(any_judge.judge(LABEL_ONLY, [FINCH] * len(LABEL_ONLY)), LABEL_ONLY):
+        assert v["ee"] == 0 and v["cs"] is None and v["claims"] == [], a  # nothing claimed: CS does not apply
 
 
-def test_description_without_prediction_is_no_explanation(judge):
-    v = judge.judge(["The bird has a bright red crown and a short, thick conical beak."])[0]
-    assert v["claims"] and v["ee"] == 0 and v["cs"] is None
+def test_feature_justified_answers_get_explanation(any_judge):
+    for v, a in zip(any_judge.judge(JUSTIFIED, [FINCH] * len(JUSTIFIED)), JUSTIFIED):
+        assert v["ee"] == 1 and v["predicted"] == FINCH and v["cs"] == 1.0, a
 
 
-def test_cs_high_for_right_class_low_for_wrong_class(judge):
-    right = f"This is a {FINCH} because it has a bright red crown, a short, thick conical beak and brown wings and back."
-    wrong = f"This is a {FINCH} because it has a long, thin pointed beak, olive-green wings and back and yellow bars across the wings."
-    vr, vw = judge.judge([right, wrong])
+def test_description_without_a_class_is_no_explanation(any_judge):
+    v = any_judge.judge(["The bird has a bright red crown and a short, thick conical beak."], [FINCH])[0]
+    assert v["claims"] and v["ee"] == 0 and v["cs"] == 1.0  # CS still says the claims are the true class's
+
+
+def test_cs_is_judged_against_the_true_class(any_judge):
+    vr, vw, vc = any_judge.judge([RIGHT, WRONG_FEATURES, WRONG_CLASS], [FINCH] * 3)
     assert vr["cs"] == 1.0
     assert vw["cs"] == 0.0 and vw["ee"] == 1  # explained, but with a Warbler's features
-    # the same wrong-class answer agrees with the class it describes
-    assert judge.judge([wrong.replace(FINCH, WARBLER)])[0]["cs"] == 1.0
+    assert vc["cs"] == 0.0 and vc["predicted"] == WARBLER  # naming the wrong class and reciting its list earns nothing
+    assert any_judge.judge([WRONG_CLASS], [WARBLER])[0]["cs"] == 1.0  # ...unless it is the true class
 
 
-def test_grounded_precision_against_visible(judge):
+def test_repeated_claims_count_once_and_are_flagged(any_judge):
+    a = f"This is a {FINCH}: a bright red crown, a bright red crown, a bright red crown and a long, thin pointed beak."
+    v, w = any_judge.judge([a, RIGHT], [FINCH, FINCH])
+    assert v["cs"] == 0.5 and v["repeated"] == 1 and w["repeated"] == 0
+
+
+def test_encoder_grounded_precision_against_visible(judge):
     a = f"This is a {FINCH}: it has a bright red crown, a buff breast and a short, square tail."
-    v = judge.judge([a, a, a], [["a bright red crown", "a buff breast", "a short, square tail"], ["a bright red crown"], None])
+    v = judge.judge([a, a, a], [FINCH] * 3, [["a bright red crown", "a buff breast", "a short, square tail"], ["a bright red crown"], None])
     assert v[0]["grounded_precision"] == 1.0
     assert v[1]["grounded_precision"] == pytest.approx(1 / 3)
     assert v[2]["grounded_precision"] is None
+
+
+def test_lexicon_judge_parses_exactly_against_attributes():
+    j = LexiconJudge(CONCEPTS)
+    seen = dict(FINCH_VALUES, breast=None)  # the breast hidden (a bird seen from behind)
+    a = f"This is a {FINCH}: a red cap, a stubby cone-shaped bill, a buff breast, and it is perched on a branch."
+    v = j.judge([a], [FINCH], [seen])[0]
+    assert [z for _, z in v["claims"]] == ["a bright red crown", "a short, thick conical beak", "a buff breast", None]
+    assert v["grounded_precision"] == 0.5  # crown and beak hold; the hidden breast and the unmapped clause do not
+    assert v["cs"] == 1.0 and v["ee"] == 1
+    assert j.holds("dull red crown", dict(crown="dull red")) and not j.holds("nests in tall reeds", seen)
+
+
+def test_make_judge_keeps_the_judge_away_from_the_training_signal(monkeypatch):
+    import selfsynth.evaluate as ev
+    monkeypatch.setattr(ev, "text_encoder", lambda *a, **k: pytest.fail("the mini judge must not load a text encoder"))
+    assert isinstance(make_judge(preset("quick"), CONCEPTS), LexiconJudge)
+    with pytest.raises(ConfigError, match="retriever.*must not be the training signal"):
+        make_judge(preset("cub-200", retriever=JUDGE_ENCODER), CONCEPTS)
 
 
 def test_calibration_reproduces_the_documented_threshold(encoder):
@@ -113,12 +149,14 @@ def test_calibration_reproduces_the_documented_threshold(encoder):
     assert all(z is not None for z in m.match(["This is a", "the answer is"]))
 
 
-def test_summarise_means_skip_nulls():
-    rows = [dict(label="A", correct=True, predicted="A", ee=1, cs=0.5, fs=4.0, grounded_precision=None),
-            dict(label="A", correct=False, predicted="B", ee=0, cs=None, fs=None, grounded_precision=None)]
+def test_summarise_means_skip_nulls_and_fs_is_pooled():
+    rows = [dict(label="A", correct=True, correct_substring=True, ee=1, cs=0.5, fs_nll=4.0, fs_tokens=4, grounded_precision=None, repeated=0),
+            dict(label="A", correct=False, correct_substring=True, ee=0, cs=None, fs_nll=8.0, fs_tokens=2, grounded_precision=None, repeated=1)]
     s = summarise(rows)
-    assert s["accuracy"] == 50.0 and s["accuracy_strict"] == 50.0 and s["ee"] == 0.5
-    assert s["cs"] == 0.5 and s["n_cs"] == 1 and s["fs"] == 4.0 and s["grounded_precision"] is None
+    assert s["accuracy"] == 50.0 and s["accuracy_substring"] == 100.0 and s["ee"] == 0.5 and s["n_test"] == 2
+    assert s["cs"] == 0.5 and s["n_cs"] == 1 and s["grounded_precision"] is None and s["repetition_rate"] == 0.5
+    assert s["fs"] == round(math.exp(12 / 6), 4)  # exp(sum NLL / sum tokens), not the mean of e^1 and e^4
+    assert s["accuracy_ci"][0] < 50 < s["accuracy_ci"][1]
 
 
 # --- the LLM judge against a real HTTP server on loopback ------------------------------------------------------------
@@ -180,7 +218,7 @@ def test_llm_judge_gives_up_naming_the_endpoint_and_keeps_cached_verdicts(tmp_pa
         j = LLMJudge(url, "m", cache_dir=tmp_path, retries=2, backoff=0.01)
         first = j.verdict(*ARGS)
         with pytest.raises(JudgeError, match=rf"{url}/chat/completions.*3 attempts"):
-            j.verdict("Another question?", "Another answer.", None, [])
+            j.verdict("Another question?", "Another answer.", WARBLER, CONCEPTS[WARBLER])
     assert len(list(tmp_path.glob("*.json"))) == 1  # the verdict obtained before the failure is still on disk
     assert LLMJudge("http://127.0.0.1:9/v1", "m", cache_dir=tmp_path).verdict(*ARGS) == first
 
@@ -215,20 +253,27 @@ def tiny(tmp_path_factory):
     return make_random_llava(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
 
 
-def test_perplexity_matches_direct_computation(tiny):
+def test_fluency_is_the_answer_given_image_and_question(tiny):
     import torch
-    from selfsynth.models import load_vlm
-    model, proc = load_vlm(tiny, device="cpu")
-    tok = proc.tokenizer
-    texts = ["The bird has a red crown and a short beak.", "bird", "", "A long, narrow tail."]
-    batched = perplexities(model, tok, texts, batch_size=4)
-    assert batched[2] is None
-    for t, p in zip(texts, batched):
-        if not t: continue
-        ids = torch.tensor([[tok.bos_token_id] + tok(t, add_special_tokens=False)["input_ids"]])
-        with torch.no_grad(): logits = model(input_ids=ids).logits
-        nll = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:])
-        assert p == pytest.approx(math.exp(nll.item()), rel=1e-3)
+    from PIL import Image
+    from selfsynth.tune import encode_batch
+    scorer = load_fs_model(preset("quick", model=str(tiny), device="cpu"))
+    model, proc, takes_images, name = scorer
+    assert takes_images and "untuned base model" in name
+    imgs = [Image.new("RGB", (64, 64), c) for c in ((200, 30, 30), (30, 30, 200))]
+    qs, answers = ["What bird is this?", "Describe it."], ["The bird has a red crown and a short beak.", "A long, narrow tail."]
+    got = answer_nll(scorer, imgs, qs, answers, label_finder(["Red Finch"]), batch_size=2)
+    enc = encode_batch(proc, imgs, qs, answers)  # the training step's own encoding: the same tokens are scored
+    labels = enc.pop("labels")
+    with torch.no_grad(): logits = model(**enc).logits
+    for i, (nll, n) in enumerate(got):
+        ce = torch.nn.functional.cross_entropy(logits[i, :-1], labels[i, 1:], ignore_index=-100, reduction="sum")
+        assert n == int((labels[i] != -100).sum()) and nll == pytest.approx(ce.item(), rel=1e-4)
+    # class-name tokens are not scored: the same answer with and without "Red Finch" known as a class name
+    (nll_named, n_named), = answer_nll(scorer, imgs[:1], qs[:1], ["This is a Red Finch."], label_finder(["Red Finch"]))
+    (nll_plain, n_plain), = answer_nll(scorer, imgs[:1], qs[:1], ["This is a Red Finch."], label_finder(["Blue Finch"]))
+    assert n_named < n_plain and nll_named < nll_plain
+    assert pooled_perplexity(got) == pytest.approx(math.exp(sum(x for x, _ in got) / sum(n for _, n in got)), rel=1e-4)
 
 
 def test_evaluate_stage_on_quick_world(tmp_path, tiny):
@@ -237,18 +282,19 @@ def test_evaluate_stage_on_quick_world(tmp_path, tiny):
     world_stage(store)
     summary = evaluate_stage(store, "base", 0)
     rows = read_jsonl(store.path(eval_path("base", 0)))
-    assert len(rows) == summary["n"] == 3
+    assert len(rows) == summary["n_test"] == 3
     for r in rows:
-        assert set(r) >= {"id", "label", "question", "answer", "correct", "ee", "cs", "fs", "grounded_precision"}
+        assert set(r) >= {"id", "label", "question", "answer", "correct", "correct_substring", "ee", "cs", "fs", "fs_nll",
+                          "fs_tokens", "grounded_precision", "repeated", "judge"}
         assert r["question"] == "What is the specific name of this bird? Provide an explanation."
-        assert r["correct"] == is_correct(r["label"], r["answer"])
-    assert summary["accuracy"] == 100 * sum(r["correct"] for r in rows) / 3
-    assert summary["device"] == "cpu" and summary["judge"] == "offline"
+        assert r["correct"] == is_correct(r["label"], r["answer"], LF_QUICK(store))
+    assert summary["accuracy"] == round(100 * sum(r["correct"] for r in rows) / 3, 2) and len(summary["accuracy_ci"]) == 2
+    assert summary["device"] == "cpu" and summary["judge"] == LexiconJudge.name and "untuned base model" in summary["fs_model"]
     m = store.manifest("eval/base/round-0")
     assert evaluate_stage(store, "base", 0) == summary and store.manifest("eval/base/round-0")["finished"] == m["finished"]
 
 
-def test_base_model_properties(tmp_path, encoder):
+def test_base_model_properties(tmp_path):
     from selfsynth.data import read_manifest
     from selfsynth.world import world_stage
     store = RunStore(tmp_path / "run", preset("quick", device="cpu"))
@@ -275,6 +321,9 @@ def test_base_model_properties(tmp_path, encoder):
                                                             and z not in {"two thin legs", "a rounded head"}][:3] or ["The bird has a rounded head."])
                  for r in train if r.visible])
     assert base_model_properties(store)["description_concept_precision"] < 0.3  # the changed file reruns the stage
+
+
+def LF_QUICK(store): return label_finder(read_json_concepts(store))
 
 
 def read_json_concepts(store):

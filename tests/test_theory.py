@@ -161,10 +161,10 @@ def test_best_of_k_bad_rows():
 
 # --- on a run folder ----------------------------------------------------------------------------------------
 
-def _quality(answers, visible, labels):
+def _quality(answers, records, labels):
     "Grounded precision for the test run: share of the answer's 'claims' (phrases after ';') that are visible."
     out = []
-    for a, v in zip(answers, visible):
+    for a, v in zip(answers, (r.visible for r in records)):
         claims = [c.strip() for c in a.split(";")[1:] if c.strip()]
         out.append(sum(c in v for c in claims) / len(claims) if claims else None)
     return out
