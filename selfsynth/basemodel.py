@@ -486,16 +486,17 @@ def measure(model, processor, world_dir, *, n_images: int = 32, samples: int = 1
     import random
     from selfsynth.data import read_manifest, read_concepts
     from selfsynth.describe import describe_prompts
-    from selfsynth.synthesize import QUERIES, rewrite_prompt as synth_prompt, sample_query, contains_label
+    from selfsynth.synthesize import QUERIES, rewrite_prompt as synth_prompt, sample_query, label_finder, names_label
     world_dir = Path(world_dir)
     recs = read_manifest(world_dir / "manifest.jsonl", split="train")[:n_images]
-    classes = len(read_concepts(world_dir / "concepts.json"))
+    finder = label_finder(read_concepts(world_dir / "concepts.json"))
+    classes = len(finder.labels)
     imgs = [load_image(r.image_path(world_dir)) for r in recs]
     # zero-shot: greedy answer to the first explain query
     q = QUERIES["mini"]["explain"][0]
     zs = [a[0] for a in generate(model, processor, imgs, [q] * len(imgs), do_sample=False, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, desc="zero-shot")]
-    acc = sum(contains_label(a, r.label) for a, r in zip(zs, recs)) / len(recs)
+    acc = sum(names_label(a, r.label, finder) for a, r in zip(zs, recs)) / len(recs)
     # descriptions: each prompt `samples` times
     prompts = describe_prompts("mini", 3)
     desc = generate(model, processor, [im for im in imgs for _ in prompts], [p for _ in imgs for p in prompts], n=samples,
@@ -526,6 +527,6 @@ def measure(model, processor, world_dir, *, n_images: int = 32, samples: int = 1
         descriptions_without_claims=round(empty / max(1, sum(map(len, per_image))), 4),
         distinct_descriptions_per_image=round(float(np.mean([len(set(t)) for t in per_image])), 2),
         samples_per_image=len(per_image[0]) if per_image else 0,
-        rewrite_label_rate=round(sum(contains_label(a, l) for a, l in zip(rw, rw_labels)) / max(1, len(rw)), 4),
+        rewrite_label_rate=round(sum(names_label(a, l, finder) for a, l in zip(rw, rw_labels)) / max(1, len(rw)), 4),
         precision_by_part={p: round(c / s, 3) for p, (c, s) in by_part.items() if s},
         examples=dict(zero_shot=zs[:3], descriptions=per_image[0][:3] if per_image else [], rewrites=rw[:3]))

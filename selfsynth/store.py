@@ -16,8 +16,9 @@ import selfsynth
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'IDENTITY_FIELDS', 'atomic_path', 'write_text', 'write_json', 'read_json', 'write_jsonl', 'read_jsonl',
-           'file_digest', 'path_digest', 'code_digest', 'ChunkedJsonl', 'RunStore', 'StageContext']
+__all__ = ['log', 'PACKAGE_DIR', 'IDENTITY_FIELDS', 'atomic_path', 'write_text', 'write_json', 'read_json', 'write_jsonl',
+           'read_jsonl', 'file_digest', 'path_digest', 'package_digest', 'code_digest', 'ChunkedJsonl', 'RunStore',
+           'StageContext']
 
 # %% ../nbs/01_store.ipynb #549e2a19
 @contextmanager
@@ -85,12 +86,24 @@ def path_digest(path) -> str:
         h.update(str(p.relative_to(path)).encode()); h.update(file_digest(p).encode())
     return h.hexdigest()
 
+PACKAGE_DIR = Path(selfsynth.__file__).resolve().parent  # whose sources key every stage
+
+def package_digest(root=None) -> str:
+    "Hash of every Python source file of the package (names and contents)."
+    root, h = Path(root or PACKAGE_DIR), hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        if "__pycache__" in f.parts: continue
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
 def code_digest(fn) -> str:
-    "Hash of the source of the module that defines `fn`: editing the stage's code invalidates it."
+    "Hash of the package's source and, for a stage function defined outside it, of its own module: any code edit invalidates."
+    h = hashlib.sha256(package_digest().encode())
     mod = inspect.getmodule(fn)
-    try: src = inspect.getsource(mod) if mod else inspect.getsource(fn)
-    except (OSError, TypeError): src = getattr(fn, "__qualname__", repr(fn))
-    return hashlib.sha256(src.encode()).hexdigest()[:16]
+    if mod is None or not getattr(mod, "__name__", "").startswith("selfsynth"):
+        try: h.update((inspect.getsource(mod) if mod else inspect.getsource(fn)).encode())
+        except (OSError, TypeError): h.update(getattr(fn, "__qualname__", repr(fn)).encode())
+    return h.hexdigest()[:16]
 
 # %% ../nbs/01_store.ipynb #7f07ffab
 class ChunkedJsonl:

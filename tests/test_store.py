@@ -117,3 +117,27 @@ def test_sigkill_midway_resumes_and_loses_nothing_finished(tmp_path):
     redone = len([l for l in lines if l.startswith("item")]) - 20
     assert 0 < redone <= 4  # only the chunk in flight at the kill is redone
     assert not list(run.glob(".slow.jsonl.*.parts"))  # parts joined and removed
+
+
+def test_a_code_change_in_any_module_reruns_every_stage(tmp_path, monkeypatch):
+    "Stale results after a code change: a stage that calls a helper of another module reruns when that helper changes."
+    import shutil, selfsynth.store as store_mod
+    from selfsynth.synthesize import contains_label
+    pkg = tmp_path / "pkg"
+    shutil.copytree(store_mod.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(store_mod, "PACKAGE_DIR", pkg)
+    store = RunStore(tmp_path / "run", preset("quick"))
+    calls = []
+    def judge(ctx):  # calls the label rule of synthesize.py from a stage defined elsewhere
+        calls.append("judge"); return dict(named=contains_label("a red finch", "red finch"))
+    def count(ctx): calls.append("count"); return {}
+    run_all = lambda: (store.stage("judge", judge), store.stage("count", count, inputs=[]))
+    run_all(); run_all()
+    assert calls == ["judge", "count"]  # unchanged code: both reused
+    src = (pkg / "synthesize.py").read_text()
+    (pkg / "synthesize.py").write_text(src.replace("return normalize_label(label) in normalize_label(answer)",
+                                                   "return normalize_label(label) == normalize_label(answer)"))
+    run_all()
+    assert calls == ["judge", "count"] * 2  # one function changed in one module: every stage reran
+    run_all()
+    assert len(calls) == 4
