@@ -10,7 +10,7 @@ import json, re, shutil, subprocess
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_site', 'publish_results']
+__all__ = ['executed_outputs', 'build_site', 'publish_results']
 
 # %% ../nbs/41_site.ipynb #54f8ad0b
 def _front_matter(nb: dict) -> dict:
@@ -23,9 +23,10 @@ def _front_matter(nb: dict) -> dict:
 
 _CELL_KEYS = {"cell_type", "metadata", "source", "outputs", "execution_count", "id", "attachments"}
 
-def _standard_nb(path, meta: dict):
+def _standard_nb(path, meta: dict, outputs: dict | None = None):
     """The processed notebook as plain Jupyter: without the bookkeeping keys nbdev and execnb add (which nbformat's
-    schema rejects), with Quarto's cell directives applied (`#| echo: false` hides the code), and the title on top."""
+    schema rejects), with Quarto's cell directives applied (`#| echo: false` hides the code), the title on top, and
+    the `outputs` of an executed copy (by cell id) in the code cells that have none."""
     import nbformat
     nb = json.loads(Path(path).read_text())
     cells = []
@@ -33,6 +34,7 @@ def _standard_nb(path, meta: dict):
         c = {k: v for k, v in c.items() if k in _CELL_KEYS}
         c["metadata"].pop("execution", None)  # execnb's timings: numbers where the schema wants text
         if c["cell_type"] == "code":
+            if not c.get("outputs") and c.get("id") in (outputs or {}): c["outputs"] = outputs[c["id"]]
             lines = "".join(c["source"]).splitlines()
             if "#| echo: false" in lines: c["metadata"]["tags"] = ["remove_input"]
             c["source"] = "\n".join(l for l in lines if not l.startswith("#|"))
@@ -41,24 +43,114 @@ def _standard_nb(path, meta: dict):
     nb["cells"] = [{"cell_type": "markdown", "metadata": {}, "source": title}] + cells
     return nbformat.reads(json.dumps(nb), as_version=4)  # reads joins the line lists into strings
 
-def _nav(pages: list) -> str:
-    links = " · ".join(f'<a href="{f}">{t}</a>' for f, t in pages)
-    return (f'<nav class="selfsynth-nav" style="padding:.6em 1em;border-bottom:1px solid #ddd;font-family:sans-serif">'
-            f'<b><a href="index.html">selfsynth</a></b> — {links}</nav>')
+
+# %% ../nbs/41_site.ipynb #s19help
+_SIDEBAR_CSS = """<style>
+#ss-sidebar{position:fixed;top:0;left:0;bottom:0;width:16em;overflow-y:auto;padding:1em;box-sizing:border-box;
+  background:#f7f7f8;border-right:1px solid #ddd;font:14px/1.4 system-ui,sans-serif;z-index:10}
+#ss-sidebar a{color:#1a4f8b;text-decoration:none} #ss-sidebar a:hover{text-decoration:underline}
+#ss-sidebar .ss-home{font-weight:bold;font-size:1.2em;display:block;margin-bottom:.6em}
+#ss-sidebar ol{padding-left:1.6em;margin:.4em 0} #ss-sidebar li{margin:.15em 0}
+#ss-sidebar a.current{font-weight:bold;color:#000}
+#ss-search{width:100%;box-sizing:border-box;padding:.3em}
+#ss-results{list-style:none;padding-left:0!important} #ss-results small{display:block;color:#555;font-size:.85em}
+body{margin-left:16em!important}
+@media print{#ss-sidebar{display:none} body{margin-left:0!important}}
+</style>"""
+
+_SEARCH_JS = r"""(function(){
+  var box = document.getElementById('ss-search'), out = document.getElementById('ss-results');
+  if (!box || !out) return;
+  function esc(s){ return s.replace(/[&<>"]/g, function(c){ return {'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]; }); }
+  function run(q){
+    var terms = q.toLowerCase().split(/\s+/).filter(Boolean), hits = [];
+    out.innerHTML = '';
+    if (!terms.length) return;
+    (window.SELFSYNTH_SEARCH || []).forEach(function(p){
+      var title = p.title.toLowerCase(), text = p.text.toLowerCase(), score = 0;
+      for (var i = 0; i < terms.length; i++) {
+        var n = text.split(terms[i]).length - 1, inTitle = title.indexOf(terms[i]) >= 0;
+        if (!n && !inTitle) return;
+        score += n + (inTitle ? 50 : 0);
+      }
+      var at = Math.max(0, text.indexOf(terms[0]) - 60);
+      hits.push({p: p, score: score, snip: p.text.substr(at, 160)});
+    });
+    hits.sort(function(a, b){ return b.score - a.score; });
+    out.innerHTML = hits.slice(0, 15).map(function(h){
+      return '<li class="ss-hit"><a href="' + h.p.url + '">' + esc(h.p.title) + '</a><small>' + esc(h.snip) + '</small></li>';
+    }).join('') || '<li><small>no match</small></li>';
+  }
+  box.addEventListener('input', function(){ run(box.value); });
+  var q = new URLSearchParams(location.search).get('q');
+  if (q) { box.value = q; run(q); }
+})();
+"""
+
+def _sidebar(pages: list, current: str) -> str:
+    "The left sidebar of every page: home, a search box with its results, then every page in the notebooks' order."
+    import html
+    items = "".join(f'<li><a href="{f}"{" class=current" if f == current else ""}>{html.escape(t)}</a></li>'
+                    for f, t in pages)
+    return (f'{_SIDEBAR_CSS}<nav id="ss-sidebar" class="selfsynth-nav"><a class="ss-home" href="index.html">selfsynth</a>'
+            f'<input id="ss-search" type="search" placeholder="Search the docs" aria-label="Search the docs">'
+            f'<ol id="ss-results"></ol><ol class="ss-pages">{items}</ol></nav>')
+
+def _page_text(nb) -> str:
+    "What search finds in a page: its prose, its code and its text outputs, whitespace collapsed."
+    parts = []
+    for c in nb.cells:
+        parts.append(c.source)
+        for o in c.get("outputs", []):
+            d = o.get("data", {})
+            parts.append(o.get("text", "") if "text" in o else d.get("text/markdown", d.get("text/plain", "")))
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", "\n".join(map(str, parts)))).strip()[:100_000]
+
+def _search_assets(index: list) -> dict:
+    "The search index as a script (pages opened from disk may not fetch JSON), the same as JSON, and the search code."
+    js = json.dumps(index, ensure_ascii=False)
+    return {"search_index.js": f"window.SELFSYNTH_SEARCH = {js};\n", "search.json": js, "search.js": _SEARCH_JS}
+
+# %% ../nbs/41_site.ipynb #s19exec
+def executed_outputs(path, timeout: int = 600) -> tuple[dict, str | None]:
+    """Run the notebook at `path` top to bottom in a fresh `python3` kernel, in its own folder, running the cells
+    `nbdev-test` runs (not `#| eval: false`, not `#| slow`); the outputs by cell id, and the error that stopped it."""
+    import nbformat, os
+    from nbclient import NotebookClient
+    from nbdev.test import nb_test_cells
+    path = Path(path)
+    run = {c.get("id") for c in nb_test_cells(path)}
+    if not run: return {}, None
+    nb = nbformat.read(str(path), as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code" and c.get("id") not in run: c.source = ""
+    os.environ.setdefault("IN_TEST", "1")  # as nbdev-test: the kernel inherits it
+    err = None
+    try: NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    except Exception as e: err = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[-1][:300]
+    return {c.get("id"): c.outputs for c in nb.cells if c.cell_type == "code" and c.get("outputs")}, err
 
 # %% ../nbs/41_site.ipynb #1680a4b8
-def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs") -> Path:
-    "Build the docs site into `out`; return the index page."
+def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool = True, workers: int = 2,
+               timeout: int = 600) -> Path:
+    """Build the docs site into `out`; return the index page. Without Quarto: every notebook is executed (`execute`,
+    `workers` at a time) so that its pages show the demos' outputs, and each page gets the sidebar and the search."""
     out = Path(out)
     if shutil.which("quarto"):
         subprocess.run(["nbdev-docs"], check=True)
         return out / "index.html"
+    from concurrent.futures import ThreadPoolExecutor
     from nbdev.serve import proc_nbs
     from nbconvert import HTMLExporter
+    src = sorted(Path(nbs).glob("*.ipynb"))
+    with ThreadPoolExecutor(max(1, workers)) as ex:  # each notebook in its own kernel process
+        runs = dict(zip([p.stem for p in src], ex.map(lambda p: executed_outputs(p, timeout) if execute else ({}, None), src)))
     proc = proc_nbs(str(nbs), n_workers=0)  # in-process: spawned workers re-import `python -m` entry points
     nbs_ = sorted(p for p in Path(proc).glob("*.ipynb"))
     meta = {p: _front_matter(json.loads(p.read_text())) for p in nbs_}
-    pages = [(m.get("output-file", p.stem + ".html"), m.get("title", p.stem)) for p, m in meta.items() if p.stem != "index"]
+    page = lambda p, m: "index.html" if p.stem == "index" else m.get("output-file", p.stem + ".html")
+    idx = [p for p in nbs_ if p.stem == "index"]
+    pages = [(page(p, meta[p]), meta[p].get("title", p.stem)) for p in idx + [p for p in nbs_ if p.stem != "index"]]
     from traitlets.config import Config
     c = Config()
     c.TagRemovePreprocessor.remove_input_tags = ("remove_input",)
@@ -66,11 +158,18 @@ def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs") -> Path:
     exporter = HTMLExporter(config=c, template_name="lab", exclude_raw=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     out.mkdir(parents=True, exist_ok=True)
+    search = []
     for p, m in meta.items():
-        html, _ = exporter.from_notebook_node(_standard_nb(p, m))
+        outputs, err = runs.get(p.stem, ({}, None))
+        nb = _standard_nb(p, m, outputs)
+        html, _ = exporter.from_notebook_node(nb)
         html = re.sub(r'\{target="_blank" style="[^"]*"\}', "", html)  # Quarto link attributes show_doc writes
-        html = re.sub(r"(<body[^>]*>)", lambda g: g.group(1) + _nav(pages), html, count=1)
-        (out / ("index.html" if p.stem == "index" else m.get("output-file", p.stem + ".html"))).write_text(html)
+        html = re.sub(r"(<body[^>]*>)", lambda g: g.group(1) + _sidebar(pages, page(p, m)), html, count=1)
+        html = html.replace("</body>", '<script src="search_index.js"></script><script src="search.js"></script>\n</body>', 1)
+        (out / page(p, m)).write_text(html)
+        search.append({"url": page(p, m), "title": m.get("title", p.stem), "text": _page_text(nb)})
+        if err: print(f"build_site: {p.name} stopped: {err}")
+    for name, text in _search_assets(search).items(): (out / name).write_text(text)
     for d in (Path(nbs) / "figures", Path("figures")):  # images the pages link to
         if d.exists(): shutil.copytree(d, out / "figures", dirs_exist_ok=True)
     return out / "index.html"
@@ -106,6 +205,7 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
         + "".join(f"\n![{p.stem}](figures/{p.name})" for p in sorted(rep.glob("theory_*.png"))),
         "## Timing (seconds)\n\n| stage | seconds |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in res.get("timing_s", {}).items()),
     ]
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(c) for c in cells])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(c) for c in cells], metadata={
+        "kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}, "language_info": {"name": "python"}})
     nbformat.write(nb, str(page))
     return Path(page)
