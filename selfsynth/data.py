@@ -671,7 +671,7 @@ def chat(endpoint: LLMEndpoint, messages: list, temperature: float = 0.0, max_to
         except (LLMError, ValueError) as e:  # malformed JSON, or an answer `parse` cannot read
             last = str(e).replace(f"LLM endpoint {url} returned ", "")
         log.warning(f"LLM endpoint {url}{what}: attempt {sent}/{endpoint.retries + 1} failed ({last})")
-    raise LLMError(f"LLM endpoint {url} failed{what} after {sent} attempt(s) in {time.monotonic() - t0:.1f} s "
+    raise LLMError(f"LLM endpoint {url} failed{what} after {sent} attempt{'s' if sent != 1 else ''} in {time.monotonic() - t0:.1f} s "
                    f"(last: {last})")
 
 # %% ../nbs/02_data.ipynb #af88b39e
