@@ -243,7 +243,7 @@ def test_select_stage_with_the_packaged_encoder(tmp_path, monkeypatch):
     assert select_stage(store)["finished"] == m["finished"]  # up to date
     assert select_stage(type(store)(store.root, store.cfg.replace(tau=0.01)))["key"] != m["key"]  # tau is part of the key
 
-    monkeypatch.setattr(S, "asker_from_env", lambda: lambda images, qs: ["yes" if any(z in q for z in FIRST) else "no" for q in qs])
+    monkeypatch.setattr(S, "asker_from_env", lambda *a, **kw: lambda images, qs: ["yes" if any(z in q for z in FIRST) else "no" for q in qs])
     from selfsynth.data import Record, write_manifest
     for r in rows: Image.new("RGB", (8, 8)).save(store.path(f"world/{r['id']}.png"))
     write_manifest([Record(r["id"], f"{r['id']}.png", r["label"], "train") for r in rows], store.path("world/manifest.jsonl"))
