@@ -4,6 +4,8 @@ Modules:
 
 - `selfsynth.data`: The common dataset manifest and concept file, the loaders of the paper's six datasets as distributed, and the sources of expert concepts (files, an LLM endpoint, CUB's attributes).
 - `selfsynth.evaluate`: Accuracy, explanation existence (EE), cognition score (CS), fluency (FS) and grounded precision of a model's answers on the test split, with an offline judge and an LLM judge.
+- `selfsynth.integrity`: A finished stage's outputs checked against what its manifest recorded (sizes and digests), and the manifest against a seal of its own contents: a damaged artifact is named and recomputed, never silently read.
+- `selfsynth.preflight`: Before the first stage, check every path and service a run will need, and stop within seconds with one line per problem, touching nothing in the run folder.
 - `selfsynth.report`: The paper's tables and figures regenerated from a run folder's artifacts, the paper's numbers beside ours, and `results.json`.
 - `selfsynth.theory`: Four sanity checks of the properties the method relies on — consistency of concept selection, the InfoNCE bound, data processing, best-of-k filtering — each stated as a property, measured, and able to fail.
 - `selfsynth.world`: Procedurally drawn fine-grained birds with expert concept lists and exact per-image ground truth: the offline stand-in for CUB-200 that lets every step of the method run, and be measured, on a CPU."""

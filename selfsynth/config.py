@@ -32,7 +32,8 @@ class RunConfig:
     model: str = "data/mini-llava"  # Base LMM: a local folder loadable by `AutoModelForImageTextToText` (e.g. llava-1.5-7b-hf)
     retriever: str = "all-MiniLM-L6-v2"  # Text encoder e(.): a sentence-transformers folder, or the packaged offline default
     run_dir: str = "runs/mini"  # Where this run's artifacts live
-    seed: int = 0  # Seed of every random choice (sampling, splits, augmentations)
+    seed: int = 0  # Training seed: every random choice of the method (sampling, shuffling, LoRA init, augmentations)
+    world_seed: int = 0  # Fixes the data: the mini world and its test images (and the seeded splits of real data sets)
     device: str = "auto"  # `auto` (CUDA when present), `cpu` or `cuda`
     dtype: str = "auto"  # `auto` = bf16 on GPU, fp32 on CPU
     max_train_images: int | None = None  # Use only the first N training images (None = all)
@@ -99,7 +100,7 @@ def field_docs() -> dict:
 
 # %% ../nbs/00_config.ipynb #a70c90a2
 _MINI = dict(
-    world_classes=16, world_train_per_class=20, world_test_per_class=10,
+    world_classes=16, world_train_per_class=20, world_test_per_class=50,  # 800 test images: about ±3 points
     describe_max_new_tokens=48,  # mini descriptions are short sentences
     synth_max_new_tokens=48, rs_max_new_tokens=48, eval_max_new_tokens=48,
     lora_r=16, lora_alpha=32,  # the mini LM has 128 hidden units: rank 128 would exceed it

@@ -7,13 +7,13 @@ Docs: https://selfsynth.github.io/selfsynth/evaluate.html.md"""
 
 # %% ../nbs/20_evaluate.ipynb #37381105
 from __future__ import annotations
-import hashlib, json, logging, math, os, re, time, urllib.error, urllib.request
+import hashlib, json, logging, math, os, re, time
 import torch
 import torch.nn.functional as F
 from pathlib import Path
 from .config import RunConfig, ConfigError
 from .store import RunStore, read_json, write_json, read_jsonl
-from .data import read_manifest, read_concepts, check_labels
+from .data import read_manifest, read_concepts, check_labels, LLMEndpoint, LLMError, chat
 
 log = logging.getLogger("selfsynth")
 
@@ -301,7 +301,7 @@ def parse_verdict(text: str) -> dict:
 
 # %% ../nbs/20_evaluate.ipynb #8274a050
 class LLMJudge:
-    "EE/CS verdicts from an OpenAI-compatible chat-completions endpoint, cached on disk, retried with backoff."
+    "EE/CS verdicts from an OpenAI-compatible chat-completions endpoint, cached on disk, retried as `data.chat` retries."
     def __init__(self, base_url: str, model: str, api_key: str | None = None, cache_dir=None,
                  retries: int = 4, backoff: float = 1.0, timeout: float = 60.0):
         if not base_url or not model: raise JudgeError("LLM judge needs a base URL and a model name "
@@ -316,33 +316,16 @@ class LLMJudge:
         key = hashlib.sha256(json.dumps([self.model, messages], sort_keys=True).encode()).hexdigest()
         return self.cache_dir / f"{key}.json"
 
-    def _post(self, messages) -> str:
-        "One request; the reply's message content."
-        body = json.dumps(dict(model=self.model, messages=messages, temperature=0)).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key: headers["Authorization"] = f"Bearer {self.api_key}"
-        self.requests += 1
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as r: reply = json.loads(r.read().decode())
-        try: return reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError): raise ValueError(f"not a chat-completions reply: {str(reply)[:80]!r}") from None
-
     def verdict(self, question: str, answer: str, label: str, concepts=()) -> dict:
         "`{'ee', 'cs'}` for one answer (from the cache when there)."
         messages = judge_messages(question, answer, label, list(concepts))
         cache = self._cache_path(messages)
         if cache is not None and cache.exists(): return read_json(cache)
-        last = None
-        for attempt in range(self.retries + 1):
-            if attempt: time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                v = parse_verdict(self._post(messages))
-                break
-            except (urllib.error.URLError, OSError, ValueError) as e:  # HTTPError and timeouts are URLError/OSError
-                last = f"{type(e).__name__}: {e}"
-                log.warning(f"LLM judge {self.url}: attempt {attempt + 1}/{self.retries + 1} failed ({last})")
-        else: raise JudgeError(f"LLM judge endpoint {self.url} (model {self.model!r}) failed after "
-                               f"{self.retries + 1} attempts; last error: {last}")
+        ep = LLMEndpoint(self.url.removesuffix("/chat/completions"), self.model, self.api_key, timeout=self.timeout,
+                         retries=self.retries, backoff=self.backoff)
+        try: v = chat(ep, messages, temperature=0, max_tokens=None, item=f"the answer to {question!r}", parse=parse_verdict)
+        except LLMError as e: raise JudgeError(f"LLM judge: {e} (model {self.model!r})") from None
+        finally: self.requests += ep.requests
         if cache is not None: write_json(cache, v)
         return v
 

@@ -19,13 +19,16 @@ from .evaluate import eval_path, summarise, base_model_properties, device_name
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'TABLE1_METHODS', 'STUDY_NAMES', 'TAUS',
-           'TIMING_GROUPS', 'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'collect_results', 'to_markdown',
-           'to_latex', 'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8',
-           'mean_ci', 'selection_scores', 'concept_selection', 'visible_map', 'figure5', 'encoder_precision_stage',
-           'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'accuracy_figure', 'example_answers',
-           'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
-           'results_json', 'selection_measurements', 'build_report']
+__all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS',
+           'STUDY_NAMES', 'TAUS', 'COMPARED', 'PAIRED_METRICS', 'TIMING_GROUPS', 'SCHEMA_VERSION', 'METHOD_KEYS',
+           'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'seed_stores', 'read_eval', 'collect_evals',
+           'collect_results', 'to_markdown', 'to_latex', 'write_table', 'table1', 'table12', 'cs_table',
+           'round_minutes', 'dataset_info', 'table8', 'mean_ci', 'selection_scores', 'concept_selection', 'visible_map',
+           'figure5', 'encoder_precision_stage', 'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13',
+           'paired_test', 'comparisons', 'selection_components', 'claim_components', 'accuracy_figure',
+           'example_answers', 'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device',
+           'concept_selection_json', 'package_versions', 'results_json', 'claims_table', 'comparisons_table',
+           'selection_measurements', 'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -48,16 +51,63 @@ REPORT_METHODS = ("base",) + METHODS
 METHOD_NAMES = {"base": "Base (zero-shot)", "nl": "NL (label only)", "lge": "L+GE (class-level explanation)",
                 "ours": "Ours", "ours_nofilter": "Ours w/o filtering"}
 
-def collect_results(store: RunStore) -> dict:
+def seed_stores(store: RunStore) -> list[RunStore]:
+    "The run's own store, then those of its extra training seeds (`seeds/<seed>/`), in seed order."
+    from selfsynth.config import load_config
+    extra = sorted((p.parent for p in store.path("seeds").glob("*/config.json")), key=lambda p: int(p.name))
+    return [store] + [RunStore(p, load_config(p / "config.json")) for p in extra]
+
+EVAL_ROW_FIELDS = ("id", "label", "correct", "correct_substring", "ee", "cs", "grounded_precision", "repeated", "fs_nll", "fs_tokens")
+
+def read_eval(path, classes, test_ids) -> dict:
+    "`{image id: row}` of one evaluation file, refusing labels outside `classes` and a test split it does not cover."
+    rows = {}
+    for i, r in enumerate(read_jsonl(path), 1):
+        if miss := [f for f in EVAL_ROW_FIELDS if f not in r]:
+            raise ValueError(f"{path}:{i}: row has no field {miss[0]!r} (written by an older selfsynth? rerun its evaluation)")
+        if r.get("label") not in classes: raise ValueError(f"{path}:{i}: image {r.get('id')!r} has label {r.get('label')!r}, not a class of the data set")
+        if r.get("id") not in test_ids: raise ValueError(f"{path}:{i}: image {r.get('id')!r} is not in the test split")
+        rows[r["id"]] = r
+    if missing := [i for i in test_ids if i not in rows]: raise ValueError(f"{path}: no answer for test image {missing[0]!r} ({len(missing)} missing)")
+    return rows
+
+def collect_evals(store: RunStore) -> tuple[dict, list]:
+    "`({(method, round): {(seed, image id): row}}, seeds)` over the run's seeds; absent files are absent keys."
+    from selfsynth.describe import dataset_files
+    from selfsynth.data import read_concepts
+    from selfsynth.evaluate import test_records
+    cfg, stores = store.cfg, seed_stores(store)
+    classes, test_ids = set(read_concepts(store.path(dataset_files(cfg)[1]))), [r.id for r in test_records(store)[0]]
+    evals = {}
+    for s in stores:
+        for m in REPORT_METHODS:
+            for k in ([0] if m == "base" else range(1, cfg.rounds + 1)):
+                if (p := s.path(eval_path(m, k))).exists():
+                    evals.setdefault((m, k), {}).update({(s.cfg.seed, i): r for i, r in read_eval(p, classes, test_ids).items()})
+    return evals, [s.cfg.seed for s in stores]
+
+def _summary(rows: dict, seeds: list) -> dict:
+    "A method-round's summary over all seeds, with per-seed accuracies."
+    from selfsynth.stats import seed_interval
+    s = summarise(list(rows.values()))
+    per = [summarise([r for (sd, _), r in rows.items() if sd == seed]) for seed in seeds]
+    s["accuracy_per_seed"] = [dict(seed=seed, accuracy=p["accuracy"], accuracy_ci=p["accuracy_ci"]) for seed, p in zip(seeds, per) if p["n_test"]]
+    s["accuracy_seeds"] = seed_interval(x["accuracy"] for x in s["accuracy_per_seed"])
+    judges = {r.get("judge") for r in rows.values()}
+    s["judge"] = judges.pop() if len(judges) == 1 else sorted(map(str, judges))
+    return s
+
+def collect_results(store: RunStore, evals: dict | None = None, seeds=None) -> dict:
     "`{methods: {method: [per-round summary]}, missing: [...], missing_rounds: {method: [k]}}` from the run's eval files."
+    if evals is None: evals, seeds = collect_evals(store)
     cfg, methods, missing, partial = store.cfg, {}, [], {}
     for m in REPORT_METHODS:
         rounds = [0] if m == "base" else list(range(1, cfg.rounds + 1))
-        found = [k for k in rounds if store.path(eval_path(m, k)).exists()]
+        found = [k for k in rounds if (m, k) in evals]
         if not found:
             missing.append(m); continue
         if len(found) < len(rounds): partial[m] = [k for k in rounds if k not in found]
-        methods[m] = [dict(round=k, **summarise(read_jsonl(store.path(eval_path(m, k))))) for k in found]
+        methods[m] = [dict(round=k, **_summary(evals[m, k], seeds)) for k in found]
     if missing: log.warning(f"report: no evaluation of {', '.join(missing)} in {store.root}")
     return dict(methods=methods, missing=missing, missing_rounds=partial)
 
@@ -119,8 +169,11 @@ def table1(results: dict, cfg: RunConfig) -> pd.DataFrame:
         acc = {f"acc it{e['round']}": e["accuracy"] for e in es if e["round"] >= 1}
         if m == "base": acc = {"acc it1": es[0]["accuracy"]}
         last = _last(es)
+        ci = last.get("accuracy_ci")
         row = dict(method=METHOD_NAMES[m], **{c: acc.get(c) for c in _acc_cols(cfg.rounds)},
-                   EE=last.get("ee"), CS=last.get("cs"), FS=last.get("fs"), GP=last.get("grounded_precision"))
+                   **{"95% CI (last)": f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "–", "acc substring (last)": last.get("accuracy_substring")},
+                   EE=last.get("ee"), CS=last.get("cs"), FS=last.get("fs"), GP=last.get("grounded_precision"),
+                   repeated=last.get("repetition_rate"))
         p = paper.loc[m] if m in paper.index else None
         row.update({f"{label} {c}": (None if p is None or pd.isna(p[c.replace(' ', '_')]) else float(p[c.replace(' ', '_')]))
                     for c in _acc_cols(4)})
@@ -304,9 +357,73 @@ def table13(by_encoder: dict) -> pd.DataFrame:
              for r in paper_table("table13_text_encoders").itertuples()]
     return pd.DataFrame(rows)
 
+# %% ../nbs/21_report.ipynb #700e21d2
+COMPARED = (("ours", "lge"), ("ours", "nl"), ("ours", "ours_nofilter"), ("lge", "nl"))  # (a, b): a - b
+PAIRED_METRICS = ("accuracy", "cs", "grounded_precision")
+
+def paired_test(a: dict, b: dict, metric: str, seed: int = 0) -> dict:
+    "The paired test of `metric` between two `{(seed, id): row}` evaluations on the same keys."
+    from selfsynth.stats import mcnemar, paired_permutation
+    keys = sorted(set(a) & set(b))
+    if metric == "accuracy": return mcnemar([a[k]["correct"] for k in keys], [b[k]["correct"] for k in keys])
+    return paired_permutation([a[k][metric] for k in keys], [b[k][metric] for k in keys], seed=seed)
+
+def comparisons(evals: dict, rounds: int, seed: int = 0) -> list[dict]:
+    "Every paired comparison the report shows: methods at each round, and ours' rounds against round 1."
+    out = []
+    for k in range(1, rounds + 1):
+        for a, b in COMPARED:
+            if (a, k) in evals and (b, k) in evals:
+                for metric in PAIRED_METRICS:
+                    out.append(dict(a=a, b=b, round=k, metric=metric, **paired_test(evals[a, k], evals[b, k], metric, seed)))
+        if k > 1 and ("ours", k) in evals and ("ours", 1) in evals:
+            out.append(dict(a="ours", b="ours", round=k, round_b=1, metric="accuracy", **paired_test(evals["ours", k], evals["ours", 1], "accuracy")))
+    for c in out: c["p"] = round(c["p"], 6)
+    return out
+
+def _threshold_test(rows: dict, field: str, p0: float, above: bool, what: str) -> dict:
+    "Component: the share of rows with `field` = 1 against `p0` (exact binomial), difference signed so that + = as claimed."
+    from scipy.stats import binomtest
+    k, n = sum(bool(r[field]) for r in rows.values()), len(rows)
+    return dict(what=what, difference=round((k / n - p0) * (1 if above else -1), 4), p=float(binomtest(k, n, p0).pvalue))
+
+def selection_components(store: RunStore) -> list[dict]:
+    "C4's components from the selection study: per-image precision of InfoNCE at m vs class_all, random and at n = 1."
+    from selfsynth.select import STUDY
+    from selfsynth.stats import paired_permutation
+    if not store.path(STUDY).exists(): return [dict(what="concept-selection study", difference=None, p=None)]
+    visible, prec = visible_map(store), {}
+    for r in read_jsonl(store.path(STUDY)):
+        if visible.get(r["id"]) is not None: prec.setdefault((r["method"], r["n"]), {})[r["id"]] = selection_scores(r["selected"], visible[r["id"]])[0]
+    m = max(n for meth, n in prec if meth == "ib")
+    top, out = prec["ib", m], []
+    for (meth, n), what in (((("class_all", m)), "InfoNCE (m) vs class_all"), (("random", m), "InfoNCE (m) vs random"), (("ib", 1), f"InfoNCE ({m}) vs InfoNCE (1)")):
+        other = prec.get((meth, n), {})
+        ids = sorted(set(top) & set(other))
+        out.append(dict(what=what, **{k: v for k, v in paired_permutation([top[i] for i in ids], [other[i] for i in ids]).items() if k in ("difference", "p")}))
+    return out
+
+def claim_components(store: RunStore, evals: dict) -> dict:
+    "{claim id: [component]}: the tests behind each claim of `stats.CLAIMS`, at the run's last round."
+    R = store.cfg.rounds
+    have = lambda *keys: all(k in evals for k in keys)
+    def pair(a, b, ka, kb, metric, what):
+        if not have((a, ka), (b, kb)): return dict(what=what, difference=None, p=None)
+        t = paired_test(evals[a, ka], evals[b, kb], metric)
+        return dict(what=what, difference=t["difference"], p=t["p"])
+    return {
+        "C1": [pair("ours", "ours", R, 1, "accuracy", f"accuracy ours round {R} - round 1 (points)")],
+        "C2": [pair("ours", "lge", R, R, "accuracy", "accuracy ours - L+GE (points)"), pair("ours", "lge", R, R, "cs", "CS ours - L+GE")],
+        "C3": ([_threshold_test(evals["ours", R], "ee", 0.95, True, "EE ours - 0.95")] if have(("ours", R)) else [dict(what="EE ours", difference=None, p=None)])
+              + ([_threshold_test(evals["nl", R], "ee", 0.05, False, "0.05 - EE NL")] if have(("nl", R)) else [dict(what="EE NL", difference=None, p=None)]),
+        "C4": selection_components(store),
+        "C5": [pair("ours", "ours_nofilter", R, R, "accuracy", "accuracy ours - w/o filtering (points)"),
+               pair("ours", "ours_nofilter", R, R, "cs", "CS ours - w/o filtering")],
+    }
+
 # %% ../nbs/21_report.ipynb #dacdadb6
 def accuracy_figure(results: dict, cfg: RunConfig, path) -> Path:
-    "Accuracy after each round for every method of the run, and the paper's, side by side."
+    "Accuracy after each round for every method of the run (95 % Wilson intervals), and the paper's, side by side."
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     pd_name, label = paper_dataset(cfg.dataset)
@@ -316,8 +433,9 @@ def accuracy_figure(results: dict, cfg: RunConfig, path) -> Path:
         if m not in results["methods"]: continue
         es = results["methods"][m]
         xs, ys = [e["round"] for e in es], [e["accuracy"] for e in es]
-        if base is not None: xs, ys = [0] + xs, [base] + ys
-        axes[0].plot(xs, ys, "o-", color=f"C{i}", label=METHOD_NAMES[m])
+        lo = [e["accuracy"] - e["accuracy_ci"][0] if e.get("accuracy_ci") else 0 for e in es]
+        hi = [e["accuracy_ci"][1] - e["accuracy"] if e.get("accuracy_ci") else 0 for e in es]
+        axes[0].errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, color=f"C{i}", label=METHOD_NAMES[m])
     if base is not None: axes[0].axhline(base, color="k", ls=":", lw=1, label="base (zero-shot)")
     paper = pd.concat([paper_table("table1_main").query("dataset == @pd_name"),
                        paper_table("table12_no_filtering").query("dataset == @pd_name and method == 'ours_nofilter'")])
@@ -329,8 +447,14 @@ def accuracy_figure(results: dict, cfg: RunConfig, path) -> Path:
         xs = [1, 2, 3, 4]
         if len(pbase): xs, ys = [0] + xs, [float(pbase.iloc[0]["acc_it1"])] + ys
         axes[1].plot(xs, ys, "o--", color=f"C{i}", label=METHOD_NAMES[m])
-    for ax, title in zip(axes, (f"this run ({cfg.dataset}, {cfg.preset} preset)", label)):
-        ax.set_title(title, fontsize=10); ax.set_xlabel("round"); ax.set_ylabel("accuracy (%)"); ax.grid(alpha=.3)
+    e0 = next(iter(results["methods"].values()), [{}])[0]
+    n = e0.get("n_test")
+    runs = f"{len(e0.get('accuracy_per_seed') or [0])} seed(s)"
+    mine = (f"this run ({cfg.dataset}, {cfg.preset} preset, {n} test images, {runs})\n"
+            f"accuracy = class named == label (greedy, explain question); bars: 95 % Wilson")
+    theirs = f"{label} (Table 1/12; LLaVA-1.5-7B, rule: label contained in the answer)"
+    for ax, title in zip(axes, (mine, theirs)):
+        ax.set_title(title, fontsize=8); ax.set_xlabel("round"); ax.set_ylabel("accuracy (%)"); ax.grid(alpha=.3)
         ax.set_ylim(0, 100); ax.set_xticks(range(0, max(cfg.rounds, 4) + 1))
         ax.legend(fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=130); plt.close(fig)
@@ -428,26 +552,59 @@ def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_ta
         out["precision_ci"][m] = [[f(at(n, "precision_lo")), f(at(n, "precision_hi"))] for n in have]
     return out
 
+SCHEMA_VERSION = 2
+METHOD_KEYS = ("round", "accuracy", "accuracy_substring", "accuracy_ci", "accuracy_seeds", "accuracy_per_seed", "n_test",
+               "ee", "cs", "fs", "grounded_precision", "repetition_rate", "judge")
+
+def package_versions() -> dict:
+    "Versions of the packages whose behaviour the numbers depend on."
+    from importlib.metadata import version, PackageNotFoundError
+    out = {}
+    for p in ("selfsynth", "torch", "transformers", "peft", "accelerate", "sentence-transformers", "scipy", "numpy"):
+        try: out[p] = version(p)
+        except PackageNotFoundError: out[p] = None
+    return out
+
 def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_encoder: dict, ns, base_model: dict,
-                 by_tau: dict | None = None) -> dict:
-    "The `results.json` object (RESULTS.md)."
+                 by_tau: dict | None = None, comparisons: list | None = None, claims: list | None = None, seeds=None) -> dict:
+    "The `results.json` object (schema below)."
+    import torch
+    from selfsynth.evaluate import ACCURACY_RULE, fs_model_name
     cfg, info = store.cfg, dataset_info(store)
-    keep = ("round", "accuracy", "ee", "cs", "fs", "grounded_precision", "accuracy_strict", "n")
     tp = store.path("report/theorems.json")
-    return dict(preset=cfg.preset, git_commit=git_commit(), seed=cfg.seed,
+    lanes = read_json(store.path("lanes.json")) if store.path("lanes.json").exists() else {}
+    return dict(schema_version=SCHEMA_VERSION, preset=cfg.preset, git_commit=git_commit(), seed=cfg.seed, seeds=list(seeds or [cfg.seed]),
+                world_seed=cfg.world_seed, accuracy_rule=ACCURACY_RULE, fs_model=fs_model_name(cfg), dtype=cfg.dtype,
+                threads=dict(torch=torch.get_num_threads(), notebooks_at_once=lanes.get("jobs", 1),
+                             per_notebook=lanes.get("threads_per_notebook")),
+                versions=package_versions(),
                 created=datetime.datetime.now().isoformat(timespec="seconds"), device=run_device(store),
                 dataset=dict(name=info["name"], classes=info["classes"], train=info["train_used"], test=info["test_used"],
                              train_total=info["train"], test_total=info["test"]),
                 base_model={k: v for k, v in base_model.items() if k != "missing"},
-                methods={m: [{k: e.get(k) for k in keep} for e in es] for m, es in results["methods"].items()},
+                methods={m: [{k: e.get(k) for k in METHOD_KEYS} for e in es] for m, es in results["methods"].items()},
+                comparisons=comparisons or [], claims=claims or [],
                 concept_selection=concept_selection_json(sel, by_encoder, ns, by_tau),
                 theorems=read_json(tp) if tp.exists() else [],
                 timing_s=timing(store), judge=cfg.judge, missing_methods=results["missing"],
                 missing_rounds=results["missing_rounds"])
 
 # %% ../nbs/21_report.ipynb #c2db4c8d
-RESULTS_KEYS = ("preset", "git_commit", "seed", "created", "device", "dataset", "base_model", "methods",
-                "concept_selection", "theorems", "timing_s")
+RESULTS_KEYS = ("schema_version", "preset", "git_commit", "seed", "seeds", "world_seed", "accuracy_rule", "fs_model", "dtype",
+                "threads", "versions", "created", "device", "dataset", "base_model", "methods", "concept_selection",
+                "comparisons", "claims", "theorems", "timing_s")
+
+def claims_table(claims: list) -> pd.DataFrame:
+    "The claims and their computed verdicts."
+    return pd.DataFrame([dict(claim=c["id"], statement=c["statement"], round=c["round"], verdict=c["verdict"],
+                              **{"p (Holm)": c["p_holm"]}, evidence=c["evidence"]) for c in claims])
+
+def comparisons_table(comps: list) -> pd.DataFrame:
+    "Paired comparisons: a - b, the test and its p-value."
+    return pd.DataFrame([dict(a=METHOD_NAMES.get(c["a"], c["a"]) + (f" (round {c['round']})" if c.get("round_b") else ""),
+                              b=METHOD_NAMES.get(c["b"], c["b"]) + (f" (round {c['round_b']})" if c.get("round_b") else ""),
+                              round=c["round"], metric=c["metric"], difference=c["difference"], n=c["n"], test=c["test"], p=c["p"])
+                         for c in comps])
 
 NS = (1, 2, 5, 10, 20, 30)  # descriptions per image on Figure 5's axis
 
@@ -478,11 +635,23 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
     "Write every table, figure and `results.json` of the run into `report/`; returns the results object."
     cfg, out = store.cfg, store.path("report")
     out.mkdir(parents=True, exist_ok=True)
-    results, notes, md = collect_results(store), [], [f"# Report: {store.root.name} ({cfg.dataset}, preset {cfg.preset})", ""]
+    from selfsynth.stats import judge_claims
+    from selfsynth.evaluate import fs_model_name
+    evals, seeds = collect_evals(store)
+    results, notes = collect_results(store, evals, seeds), []
+    md = [f"# Report: {store.root.name} ({cfg.dataset}, preset {cfg.preset}, training seeds {', '.join(map(str, seeds))})", ""]
     if results["missing"]: notes.append("Missing from this run (no evaluation files): " + ", ".join(results["missing"]) + ".")
     for m, ks in results["missing_rounds"].items(): notes.append(f"{m}: rounds {ks} not evaluated.")
     device = run_device(store)
-    tables = [("table1", table1(results, cfg), "Table 1 analogue: accuracy (%) per round, EE, CS, FS, grounded precision (GP)"),
+    comps = comparisons(evals, cfg.rounds, cfg.seed)
+    claims = judge_claims(claim_components(store, evals), cfg.rounds)
+    e0 = next(iter(results["methods"].values()), [{}])[0]
+    what = (f"{e0.get('n_test')} test images x {len(seeds)} seed(s); judge: {e0.get('judge')}; "
+            f"FS under {fs_model_name(cfg)}" if results["methods"] else "")
+    tables = [("claims", claims_table(claims), f"The paper's claims, tested on this run (paired tests, Holm over the claims, alpha 0.05)"),
+              ("table1", table1(results, cfg), f"Table 1 analogue: accuracy (%) per round (class named == label), EE, CS, FS, "
+               f"grounded precision (GP), repetition rate; {what}"),
+              ("comparisons", comparisons_table(comps), "Paired comparisons on the same test images (a - b; accuracy in points)"),
               ("table12", table12(results, cfg), "Table 12 analogue: without filtering vs ours"),
               ("cs_per_iteration", cs_table(results, cfg), "CS after each round"),
               ("table8", table8(store, device), "Table 8 analogue: data and minutes per iteration")]
@@ -507,7 +676,7 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
         md += ["## Example answers", "", "![examples](examples.png)", "", examples_markdown(examples, out)]
     base = base_model_properties(store)
     if base["missing"]: notes.append("Base-model properties without: " + ", ".join(base["missing"]) + ".")
-    res = results_json(store, results, sel, by_enc, ns, base, by_tau if sel is not None else None)
+    res = results_json(store, results, sel, by_enc, ns, base, by_tau if sel is not None else None, comps, claims, seeds)
     write_json(out / "results.json", res)
     md[2:2] = (["## Notes", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
     write_text(out / "report.md", "\n".join(md) + "\n")

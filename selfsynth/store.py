@@ -33,6 +33,9 @@ def atomic_path(path):
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             path.rename(old); tmp.rename(path); shutil.rmtree(old)
         else: os.replace(tmp, path)
+    except OSError as e:  # a full disk (ENOSPC from a write names no file): name the one being written; it is unchanged
+        if e.filename is not None: raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally: shutil.rmtree(tmp.parent, ignore_errors=True)
 
 def write_text(path, text: str) -> Path:
@@ -201,12 +204,15 @@ def stage_key(self: RunStore, name: str, fn, fields=(), inputs=()) -> str:
 
 @patch
 def stage(self: RunStore, name: str, fn, fields=(), inputs=(), outputs=()) -> dict:
-    "Run stage `name` unless an up-to-date manifest exists; return its manifest."
+    "Run stage `name` unless an up-to-date manifest exists and its outputs are intact; return its manifest."
+    from selfsynth.integrity import damaged_outputs, record_outputs, seal  # here: integrity imports this module
     key = self.stage_key(name, fn, fields, inputs)
     old = self.manifest(name)
     if old and old["key"] == key and all(self.path(o).exists() for o in outputs):
-        log.info(f"stage {name}: up to date, skipped")
-        return old
+        if not (bad := damaged_outputs(self, old)):
+            log.info(f"stage {name}: up to date, skipped")
+            return old
+        log.warning(f"stage {name}: damaged since it finished, running it again: {'; '.join(bad)}")
     log.info(f"stage {name}: running")
     t0 = time.perf_counter()
     counts = fn(StageContext(self, name, key)) or {}
@@ -215,7 +221,8 @@ def stage(self: RunStore, name: str, fn, fields=(), inputs=(), outputs=()) -> di
         raise RuntimeError(f"stage {name} finished without writing {missing}")
     m = dict(name=name, key=key, config={f: getattr(self.cfg, f) for f in fields},
              inputs={str(i): self.digest(i) for i in inputs}, outputs=[str(o) for o in outputs],
-             code_version=f"selfsynth {selfsynth.__version__} / {code_digest(fn)}", counts=counts,
+             files=record_outputs(self.root, outputs), code_version=f"selfsynth {selfsynth.__version__} / {code_digest(fn)}", counts=counts,
              wall_s=round(time.perf_counter() - t0, 3), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    m = seal(m)
     write_json(self.manifest_path(name), m)
     return m

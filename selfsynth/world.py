@@ -451,20 +451,20 @@ def random_values(rng: np.random.Generator, variants: bool = True) -> dict:
     return values
 
 # %% ../nbs/03_world.ipynb #6c4e1522
-WORLD_FIELDS = ("seed", "world_classes", "world_train_per_class", "world_test_per_class", "world_image_size")
+WORLD_FIELDS = ("world_seed", "world_classes", "world_train_per_class", "world_test_per_class", "world_image_size")
 
 def build_world(cfg: RunConfig, out_dir) -> Path:
     "Render the mini world of `cfg` into `out_dir` (manifest.jsonl, concepts.json, spec.json, images/); returns `out_dir`."
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    spec = world_spec(cfg.seed, cfg.world_classes)
+    spec = world_spec(cfg.world_seed, cfg.world_classes)
     records = []
     for s, (split, per_class) in enumerate([("train", cfg.world_train_per_class), ("test", cfg.world_test_per_class)]):
         i = 0
         for j in range(per_class):  # interleave classes so that any prefix of a split covers every class
             for k, cls in enumerate(spec.classes):
                 i += 1
-                img, attributes, visible = sample_image(cls, np.random.default_rng([cfg.seed, s, k, j]), cfg.world_image_size)
+                img, attributes, visible = sample_image(cls, np.random.default_rng([cfg.world_seed, s, k, j]), cfg.world_image_size)
                 rel = f"images/{split}_{i:04d}.png"
                 img.save(out / rel, format="PNG")
                 records.append(Record(f"{split}_{i:04d}", rel, cls.name, split, visible=visible, attributes=attributes))

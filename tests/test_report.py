@@ -15,8 +15,9 @@ from selfsynth.store import RunStore, read_json, write_json, write_jsonl
 
 
 def _rows(records, p_correct, ee, cs, rng):
-    return [dict(id=r.id, label=r.label, question="q", answer=f"This is a {r.label}.", correct=rng.random() < p_correct,
-                 predicted=r.label, ee=ee, cs=cs, fs=6.0, grounded_precision=cs, claims=[], judge="offline") for r in records]
+    return [dict(id=r.id, label=r.label, question="q", answer=f"This is a {r.label}.", correct=(c := rng.random() < p_correct),
+                 correct_substring=c or rng.random() < 0.2, predicted=r.label, ee=ee, cs=cs, fs=6.0, fs_nll=9.0, fs_tokens=5,
+                 grounded_precision=cs, repeated=0, claims=[], judge="synthetic judge") for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,18 @@ def test_results_json_matches_schema(run):
     assert set(on_disk["methods"]) == {"base", "nl", "ours"}
     assert [e["round"] for e in on_disk["methods"]["base"]] == [0] and [e["round"] for e in on_disk["methods"]["ours"]] == [1, 2]
     for es in on_disk["methods"].values():
-        for e in es: assert set(e) >= {"round", "accuracy", "ee", "cs", "fs", "grounded_precision"}
+        for e in es:
+            assert set(e) >= {"round", "accuracy", "accuracy_substring", "accuracy_ci", "accuracy_seeds", "n_test", "ee", "cs",
+                              "fs", "grounded_precision", "repetition_rate", "judge"}
+            assert e["accuracy_ci"][0] <= e["accuracy"] <= e["accuracy_ci"][1] and e["n_test"] == len(test)
+            assert e["accuracy_seeds"]["values"] == [e["accuracy"]] and e["judge"] == "synthetic judge"
+    assert on_disk["schema_version"] == 2 and on_disk["seeds"] == [0] and on_disk["world_seed"] == 0
+    assert "earliest" in on_disk["accuracy_rule"] and on_disk["versions"]["torch"] and on_disk["dtype"] == "auto"
+    comps = {(c["a"], c["b"], c["round"], c["metric"]) for c in on_disk["comparisons"]}
+    assert ("ours", "nl", 2, "accuracy") in comps and ("ours", "nl", 1, "cs") in comps
+    assert all(0 <= c["p"] <= 1 for c in on_disk["comparisons"])
+    verdicts = {c["id"]: c["verdict"] for c in on_disk["claims"]}
+    assert set(verdicts) == {"C1", "C2", "C3", "C4", "C5"} and verdicts["C2"] == verdicts["C5"] == "inconclusive"  # L+GE, w/o filtering missing
     assert on_disk["methods"]["nl"][0]["cs"] is None  # not applicable -> null, not 0
     cs = on_disk["concept_selection"]
     assert set(cs) >= {"n_descriptions", "precision", "recall", "by_text_encoder"}
@@ -169,3 +181,20 @@ def test_selection_precision_by_tau(run):
     assert len(set(by_tau.values())) > 1 and all(0 <= v <= 1 for v in by_tau.values())
     md = store.path("report/selection_by_tau.md").read_text()
     assert "0.1 (this run)" in md and md.count("\n|") >= 5
+
+
+def test_bad_eval_files_are_named(run, tmp_path):
+    import shutil
+    from selfsynth.report import collect_evals
+    store, _, test = run
+    copy = RunStore(tmp_path / "run", store.cfg)
+    shutil.copytree(store.root, copy.root, dirs_exist_ok=True)
+    path = copy.path(eval_path("nl", 1))
+    from selfsynth.store import read_jsonl
+    rows = read_jsonl(path)
+    write_jsonl(path, rows[:-1])
+    with pytest.raises(ValueError, match=rf"{path}: no answer for test image '{rows[-1]['id']}'"): collect_evals(copy)
+    write_jsonl(path, rows[:-1] + [dict(rows[-1], label="Dodo")])
+    with pytest.raises(ValueError, match=rf"{path}:{len(rows)}: image '{rows[-1]['id']}' has label 'Dodo'"): collect_evals(copy)
+    write_jsonl(path, rows)
+    assert collect_evals(copy)[0]["nl", 1] == collect_evals(store)[0]["nl", 1]  # nothing else was touched

@@ -30,7 +30,8 @@ def world(cfg, tmp_path_factory):
 def test_same_seed_same_bytes_other_seed_differs(cfg, world, tmp_path):
     again = build_world(cfg, tmp_path / "again")
     assert _digest(world) == _digest(again)
-    other = build_world(cfg.replace(seed=1), tmp_path / "other")
+    assert _digest(build_world(cfg.replace(seed=1), tmp_path / "train-seed")) == _digest(world)  # the training seed: same world
+    other = build_world(cfg.replace(world_seed=1), tmp_path / "other")
     d0, d1 = _digest(world), _digest(other)
     assert d0.keys() == d1.keys()
     assert sum(d0[k] != d1[k] for k in d0 if k.startswith("images/")) > 0.9 * len(d0)
