@@ -17,7 +17,7 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'LANES', 'LIGHT', 'config_from_args', 'lane_threads', 'next_job', 'lanes_for', 'round_jobs', 'run_jobs',
-           'reproduce', 'parser', 'main']
+           'seed_store', 'reproduce', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #6bab99ee
 def _common(p: argparse.ArgumentParser):
@@ -90,18 +90,28 @@ def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = 
                 running.pop(f)
                 f.result()  # a failed notebook stops the scheduling; leaving the pool waits for those still running
 
-def reproduce(store: RunStore, jobs: int = 1) -> Path:
-    "The whole reproduction, its notebooks on up to `jobs` lanes (see `lanes_for`); returns the path of results.json."
+def seed_store(store: RunStore, seed: int) -> RunStore:
+    "The run folder of training seed `seed`: the run itself for its own seed, else `seeds/<seed>/` inside it (same world)."
+    if seed == store.cfg.seed: return store
+    sub = store.path(f"seeds/{seed}")
+    return RunStore(sub, store.cfg.replace(seed=seed, run_dir=str(sub)))
+
+def reproduce(store: RunStore, jobs: int = 1, seeds=None) -> Path:
+    """The whole reproduction, its notebooks on up to `jobs` lanes (see `lanes_for`), once per training seed in `seeds`
+    (default: the run's own); the study and the theory checks on the run's own seed. Returns the path of results.json."""
     from selfsynth.rounds import data_stage_for, round1_data_stages  # imported here: torch loads slowly, `--help` need not wait
     cfg = store.cfg
-    queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}}
-    queues["study"] = [("study", "study", {})]
-    queues["theory"] = [("theory", "theory", {})]  # its best-of-k check reads the candidates of every round of `ours`
-    lanes = lanes_for(queues, jobs)
-    write_json(store.path(LANES), dict(jobs=lanes, threads_per_notebook=lane_threads(lanes) if lanes > 1 else None))
-    data_stage_for(store)
-    if lanes > 1 and cfg.methods: round1_data_stages(store)  # every round 1 reads them: made first, on every core
-    run_jobs(store, queues, lanes, after={"theory": "ours"} if "ours" in queues else None)
+    for seed in dict.fromkeys(seeds or [cfg.seed]):
+        s = seed_store(store, seed)
+        queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}}
+        if s is store:
+            queues["study"] = [("study", "study", {})]
+            queues["theory"] = [("theory", "theory", {})]  # its best-of-k check reads the candidates of every round of `ours`
+        lanes = lanes_for(queues, jobs)
+        write_json(s.path(LANES), dict(jobs=lanes, threads_per_notebook=lane_threads(lanes) if lanes > 1 else None))
+        data_stage_for(s)
+        if lanes > 1 and cfg.methods: round1_data_stages(s)  # every round 1 reads them: made first, on every core
+        run_jobs(s, queues, lanes, after={"theory": "ours"} if "theory" in queues and "ours" in queues else None)
     execute(store, "report")
     return store.path("report/results.json")
 
@@ -110,8 +120,13 @@ def _cmd_reproduce(a):
     cfg = config_from_args(a)
     if a.methods: cfg = cfg.replace(methods=tuple(m.strip() for m in a.methods.split(",")))
     if a.jobs < 1: raise ConfigError(f"--jobs must be at least 1, got {a.jobs}")
+    seeds = None
+    if a.seeds:
+        try: seeds = [int(s) for s in a.seeds.split(",")]
+        except ValueError: raise ConfigError(f"--seeds must be comma-separated integers, got {a.seeds!r}") from None
+        cfg = cfg.replace(seed=seeds[0])  # the run folder's own seed; the others go to seeds/<seed>/ inside it
     _preflight(a, cfg, "reproduce")
-    print(f"results: {reproduce(RunStore(cfg.run_dir, cfg), a.jobs)}")
+    print(f"results: {reproduce(RunStore(cfg.run_dir, cfg), a.jobs, seeds)}")
 
 def _cmd_round(a):
     cfg = config_from_args(a)
@@ -153,6 +168,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="data, base evaluation, all methods' rounds, theory checks, report")
     _common(r); _preflight_flag(r); r.add_argument("--methods", help="comma-separated subset of ours,nl,lge,ours_nofilter")
     r.add_argument("--jobs", type=int, default=1, help="rounds run at once, the CPU cores shared out among them (default 1)")
+    r.add_argument("--seeds", help="training seeds, e.g. 0,1,2: the first is the run folder's, the others run in seeds/<seed>/ "
+                   "on the same world and test images; the report pools them")
     r.set_defaults(fn=_cmd_reproduce)
     r = sub.add_parser("round", help="run one method up to round k (earlier rounds reused; 0 = evaluate the base model)")
     _common(r); _preflight_flag(r); r.add_argument("--round", type=int, required=True); r.add_argument("--method", default="ours")

@@ -440,7 +440,7 @@ def ham_split(labels: list, seed: int = 0) -> list[str]:
     return out
 
 def load_ham10000(data_root, cfg: RunConfig | None = None) -> list[Record]:
-    "Records of HAM10000 with readable diagnoses and a seeded stratified ≈ 50/50 split (`cfg.seed`)."
+    "Records of HAM10000 with readable diagnoses and a seeded stratified ≈ 50/50 split (`cfg.world_seed`: the data's seed, not the training seed)."
     cfg = cfg or RunConfig()
     root = find_root(data_root, "ham10000", ("HAM10000_metadata.csv",))
     meta = root / "HAM10000_metadata.csv"
@@ -457,7 +457,7 @@ def load_ham10000(data_root, cfg: RunConfig | None = None) -> list[Record]:
     labels = [HAM_DX[r["dx"]] for r in rows]
     # an image listed but in neither folder keeps its expected place, so that `check_dataset` reports it missing
     return [Record(r["image_id"], str(where.get(r["image_id"], parts[0] / f"{r['image_id']}.jpg")), lab, split)
-            for r, lab, split in zip(rows, labels, ham_split(labels, cfg.seed))]
+            for r, lab, split in zip(rows, labels, ham_split(labels, cfg.world_seed))]
 
 # %% ../nbs/02_data.ipynb #6ac02182
 def _fixture_ham(root, n_classes, n_train, n_test, size, rng):
@@ -508,7 +508,7 @@ def stratified_subsample(records: list, n: int, seed: int = 0) -> list:
     return [r for i, r in enumerate(records) if i in keep]
 
 def load_pld(data_root, cfg: RunConfig | None = None) -> list[Record]:
-    "Records of PLD: `valid` is the test split; `train` subsampled (stratified, `cfg.seed`) to `cfg.pld_train_size`."
+    "Records of PLD: `valid` is the test split; `train` subsampled (stratified, `cfg.world_seed`) to `cfg.pld_train_size`."
     cfg = cfg or RunConfig()
     root = find_root(data_root, "pld", ("train", "valid"))
     out = {}
@@ -517,7 +517,7 @@ def load_pld(data_root, cfg: RunConfig | None = None) -> list[Record]:
         if not classes: raise LayoutError(f"pld: {root / folder} has no class folders (expected {LAYOUTS['pld']})")
         out[split] = [Record(f"{folder}/{c}/{p.stem}", str(p), pld_label(c), split)
                       for c in classes for p in image_files(root / folder / c)]
-    if cfg.pld_train_size is not None: out["train"] = stratified_subsample(out["train"], cfg.pld_train_size, cfg.seed)
+    if cfg.pld_train_size is not None: out["train"] = stratified_subsample(out["train"], cfg.pld_train_size, cfg.world_seed)
     return out["train"] + out["test"]
 
 # %% ../nbs/02_data.ipynb #3e703558
@@ -571,7 +571,7 @@ def load_dataset(cfg: RunConfig) -> tuple[list[Record], dict]:
     return records, concepts
 
 # %% ../nbs/02_data.ipynb #a4aa1d10
-DATA_FIELDS = ("dataset", "data_root", "concepts", "seed", "pld_train_size")
+DATA_FIELDS = ("dataset", "data_root", "concepts", "world_seed", "pld_train_size")
 
 def data_stage(store) -> dict:
     "Run the store stage `data`: the dataset's manifest and concepts, written to `data/`."

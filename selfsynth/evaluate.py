@@ -548,7 +548,7 @@ def _lexicon_precision(rows, train) -> float | None:
     return round(sum(c for c, _ in counts) / stated, 4) if stated else None
 
 def base_model_properties(store: RunStore) -> dict:
-    "The base model's measured properties (RESULTS.md `base_model`), from the run folder of `store`."
+    "The base model's measured properties (`results.json` → `base_model`), from the run folder of `store`."
     from selfsynth.describe import DESCRIPTIONS, dataset_files
     from selfsynth.synthesize import qa_path
     cfg, missing = store.cfg, []

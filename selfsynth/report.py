@@ -336,7 +336,7 @@ def precision_by_encoder(store: RunStore, encoders) -> dict:
     return {n: (c["precision"], c["low"], c["high"]) for n in dict.fromkeys(encoders)
             for c in [encoder_precision_stage(store, n)]}
 
-TAUS = (0.01, 0.1, 0.3, 1.0)  # METHOD.md: the public code uses 0.1, its comment says 0.01; report both (and wider)
+TAUS = (0.01, 0.1, 0.3, 1.0)  # the public code uses 0.1, its comment says 0.01; report both (and wider)
 
 def precision_by_tau(store: RunStore, taus=TAUS) -> dict:
     "{tau: (precision, low, high)} of the InfoNCE selection with the run's text encoder at each temperature."
@@ -510,7 +510,7 @@ def examples_markdown(examples: list, report_dir) -> str:
 
 # %% ../nbs/21_report.ipynb #e7a0955c
 TIMING_GROUPS = {"describe": ("describe",), "select": ("embed", "select"), "synthesize": ("synthesize",), "train": ("tune",),
-                 "sample": ("rejection",), "evaluate": ("eval",)}  # RESULTS.md's steps: the stage-name prefixes each sums
+                 "sample": ("rejection",), "evaluate": ("eval",)}  # results.json's steps: the stage-name prefixes each sums
 
 def timing(store: RunStore) -> dict:
     "Wall seconds per step (summed over methods and rounds) and in total, from the stage manifests."
@@ -535,7 +535,7 @@ def run_device(store: RunStore) -> str:
     return device_name(resolve_device(store.cfg.device))
 
 def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_tau: dict | None = None) -> dict:
-    "RESULTS.md's `concept_selection`: curves at each n (n-independent selectors repeated), intervals, by encoder and by τ."
+    "`results.json`'s `concept_selection`: curves at each n (n-independent selectors repeated), intervals, by encoder and by τ."
     out = dict(n_descriptions=[], precision={}, recall={}, precision_ci={}, by_text_encoder={k: None if v[0] is None else round(v[0], 4) for k, v in by_encoder.items()},
                by_tau={f"{t:g}": round(v[0], 4) for t, v in (by_tau or {}).items()})
     if sel is None or not len(sel): return out

@@ -141,7 +141,7 @@ class ChunkedJsonl:
         return self.finish()
 
 # %% ../nbs/01_store.ipynb #20b46cee
-IDENTITY_FIELDS = ("dataset", "data_root", "model", "seed")
+IDENTITY_FIELDS = ("dataset", "data_root", "model", "seed", "world_seed")
 
 class RunStore:
     "A run folder: config, stage manifests and atomic artifacts."

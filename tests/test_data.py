@@ -136,7 +136,7 @@ def test_ham_split_is_stratified_seeded_and_has_the_papers_sizes():
 
 def test_ham_reads_metadata_and_both_parts(tmp_path):
     root = write_fixture("ham10000", tmp_path, n_classes=7, n_train=1, n_test=1)
-    recs = load_ham10000(root, preset("ham10000", seed=3))
+    recs = load_ham10000(root, preset("ham10000", world_seed=3))
     assert {Path(r.image).parent.name for r in recs} == {"HAM10000_images_part_1", "HAM10000_images_part_2"}
     assert {r.label for r in recs} == {"actinic keratosis", "basal cell carcinoma", "benign keratosis", "dermatofibroma",
                                        "melanoma", "melanocytic nevus", "vascular lesion"}
@@ -156,12 +156,12 @@ def test_pld_subsample_is_stratified_and_seeded(tmp_path):
     root = write_fixture("pld", tmp_path, n_classes=3, n_train=10, n_test=2)
     full = load_pld(root, preset("pld", pld_train_size=None))
     assert Counter(r.split for r in full) == {"train": 30, "test": 6}
-    sub = load_pld(root, preset("pld", pld_train_size=12, seed=0))
+    sub = load_pld(root, preset("pld", pld_train_size=12, world_seed=0))
     train = [r for r in sub if r.split == "train"]
     assert len(train) == 12 and set(Counter(r.label for r in train).values()) == {4}
     assert [r for r in sub if r.split == "test"] == [r for r in full if r.split == "test"]
-    assert load_pld(root, preset("pld", pld_train_size=12, seed=0)) == sub
-    assert load_pld(root, preset("pld", pld_train_size=12, seed=1)) != sub
+    assert load_pld(root, preset("pld", pld_train_size=12, world_seed=0, seed=5)) == sub  # the training seed keeps the split
+    assert load_pld(root, preset("pld", pld_train_size=12, world_seed=1)) != sub
 
 def test_stratified_subsample_largest_remainder():
     recs = [Record(str(i), f"{i}.jpg", "a" if i < 7 else "b", "train") for i in range(10)]
