@@ -18,13 +18,13 @@ from .data import read_manifest, read_concepts, check_labels, LLMEndpoint, LLMEr
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'ACCURACY_RULE', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAIMS', 'JUDGE_SYSTEM', 'EVAL_FIELDS',
+__all__ = ['log', 'ACCURACY_RULE', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAIMS', 'JUDGE_SYSTEM', 'CORRUPTIONS', 'EVAL_FIELDS',
            'DESCRIPTION_PRECISION', 'is_correct', 'split_claims', 'ConceptMatcher', 'text_encoder', 'verdict',
            'states_something', 'LexiconJudge', 'EncoderJudge', 'make_judge', 'calibration_probes', 'calibrate',
            'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict', 'LLMJudge', 'llm_judge_from_env',
-           'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'explain_query', 'eval_path',
-           'test_records', 'device_name', 'summarise', 'model_ref', 'evaluate_stage', 'description_precision',
-           'description_precision_stage', 'base_model_properties']
+           'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'corrupt', 'fluency_check',
+           'explain_query', 'eval_path', 'test_records', 'device_name', 'summarise', 'model_ref', 'evaluate_stage',
+           'description_precision', 'description_precision_stage', 'base_model_properties']
 
 # %% ../nbs/20_evaluate.ipynb #9ec0a6f5
 from .synthesize import normalize_label, contains_label, LabelFinder, label_finder, names_label
@@ -396,6 +396,45 @@ def pooled_perplexity(nll_tokens) -> float | None:
     nll_tokens = [x for x in nll_tokens if x is not None]
     n = sum(t for _, t in nll_tokens)
     return round(math.exp(sum(x for x, _ in nll_tokens) / n), 4) if n else None
+
+# %% ../nbs/20_evaluate.ipynb #2c1336df
+CORRUPTIONS = ("shuffled clause", "repeated claim", "dropped function words")
+_FUNCTION_WORDS = {"a", "an", "the", "of", "and", "is", "are", "has", "have", "with", "its", "it", "this", "to", "in", "that"}
+
+def corrupt(answer: str, kind: str, rng, finder: LabelFinder | None = None) -> str | None:
+    "`answer` broken in one of the `CORRUPTIONS` ways (`rng`: a `random.Random`; `finder`: the class names); None where it cannot be."
+    if kind == "shuffled clause":
+        clauses = re.split(r"(?<=[,.;:!?])\s+", answer)
+        i = max(range(len(clauses)), key=lambda j: len(clauses[j].split()))
+        words = clauses[i].split()
+        if len(set(words)) < 3: return None
+        shuffled = words[:]
+        while shuffled == words: rng.shuffle(shuffled)
+        clauses[i] = " ".join(shuffled)
+        return " ".join(clauses)
+    if kind == "repeated claim":  # a feature claim (class names stripped), repeated right after itself
+        claims = [c for _, c in split_claims(answer, finder) if c in answer]
+        if not claims: return None
+        c = rng.choice(claims); end = answer.find(c) + len(c)
+        return answer[:end] + ", " + c + answer[end:]
+    if kind == "dropped function words":
+        kept = [w for w in answer.split() if w.lower().strip(",.;:!?") not in _FUNCTION_WORDS]
+        return " ".join(kept) if len(kept) < len(answer.split()) else None
+    raise ValueError(f"unknown corruption {kind!r} (known: {', '.join(CORRUPTIONS)})")
+
+def fluency_check(scorer: tuple, images, questions, answers, finder: LabelFinder, seed: int = 0) -> dict:
+    "{kind: {n, worse}}: of the answers `corrupt` can break that way, the share whose corruption has the higher perplexity."
+    import random
+    ppl = lambda xs: [math.exp(x / t) if t else None for x, t in xs]
+    base = ppl(answer_nll(scorer, images, questions, answers, finder))
+    out = {}
+    for kind in CORRUPTIONS:
+        rng = random.Random(seed)
+        bad = [corrupt(a, kind, rng, finder) for a in answers]
+        idx = [i for i, b in enumerate(bad) if b is not None]
+        worse = ppl(answer_nll(scorer, [images[i] for i in idx], [questions[i] for i in idx], [bad[i] for i in idx], finder))
+        out[kind] = dict(n=len(idx), worse=round(sum(w > base[i] for i, w in zip(idx, worse)) / max(len(idx), 1), 4))
+    return out
 
 # %% ../nbs/20_evaluate.ipynb #7d683c52
 def explain_query(dataset: str) -> str:

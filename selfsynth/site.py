@@ -10,7 +10,7 @@ import json, re, shutil, subprocess
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['executed_outputs', 'build_site', 'publish_results']
+__all__ = ['executed_outputs', 'build_site', 'claims_summary', 'publish_results']
 
 # %% ../nbs/41_site.ipynb #54f8ad0b
 def _front_matter(nb: dict) -> dict:
@@ -175,8 +175,31 @@ def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool
     return out / "index.html"
 
 # %% ../nbs/41_site.ipynb #bcdb2319
-def publish_results(run_dir, figures: str | Path = "figures", page: str | Path = "nbs/50_results.ipynb") -> Path:
-    "Copy `run_dir`'s report figures to `figures/` and write the results page notebook from its tables."
+def claims_summary(res: dict) -> str:
+    "What a run shows, in Markdown, written from its computed claims (never by hand)."
+    if not res.get("claims"): return "_This run tested no claims._\n"
+    e = next((es[-1] for es in res.get("methods", {}).values() if es), {})
+    out = [f"Measured on {e.get('n_test')} test images x {len(res.get('seeds', [res.get('seed')]))} training seed(s) of the "
+           f"`{res['preset']}` preset; accuracy = {res.get('accuracy_rule', 'see the report')}; judge: {e.get('judge')}. "
+           "Each verdict is computed from paired tests on the same images, Holm-corrected over the claims (alpha 0.05):", ""]
+    out += [f"- **{c['id']}** {c['statement']}: **{c['verdict']}** (p Holm {c['p_holm']:.3g}; {c['evidence']})." for c in res["claims"]]
+    return "\n".join(out) + "\n"
+
+def _update_block(path, text: str, start="<!-- results:start -->", end="<!-- results:end -->") -> bool:
+    "Replace the text between `start` and `end` in the markdown cell of notebook `path` that has them; whether one had."
+    nb = json.loads(Path(path).read_text())
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "markdown" and start in src and end in src:
+            new = src[:src.index(start) + len(start)] + "\n" + text + src[src.index(end):]
+            c["source"] = [l + "\n" for l in new.split("\n")[:-1]] + [new.split("\n")[-1]]
+            Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            return True
+    return False
+
+def publish_results(run_dir, figures: str | Path = "figures", page: str | Path = "nbs/50_results.ipynb",
+                    index: str | Path | None = "nbs/index.ipynb") -> Path:
+    "Copy `run_dir`'s report figures to `figures/`, write the results page from its tables, and the claims into `index`'s results block."
     import nbformat
     rep, figures = Path(run_dir) / "report", Path(figures)
     res = json.loads((rep / "results.json").read_text())
@@ -188,12 +211,15 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
         f"# Results\n\n> The default reproduction (`{res['preset']}` preset), regenerated from its run folder by "
         f"`publish_results`.",
         f"Run: preset `{res['preset']}`, dataset `{res['dataset']['name']}` ({res['dataset'].get('classes')} classes, "
-        f"{res['dataset'].get('train')} train / {res['dataset'].get('test')} test images), seed {res['seed']}, device "
+        f"{res['dataset'].get('train')} train / {res['dataset'].get('test')} test images), training seeds "
+        f"{', '.join(map(str, res.get('seeds', [res['seed']])))} (world seed {res.get('world_seed')}), device "
         f"`{res['device']}`, commit `{str(res.get('git_commit'))[:10]}`, created {res['created']}. Columns labelled "
         f"*paper* are the paper's CUB-200 numbers, for comparison only; every other number comes from this run.",
+        "## What this run shows\n\n" + claims_summary(res) + "\n" + md("claims"),
         "## Base model\n\n| property | value |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in base.items()),
         "## Table 1 analogue\n\n" + md("table1"),
         "## Accuracy per round\n\n![accuracy per round](figures/accuracy_per_round.png)",
+        "## Paired comparisons\n\n" + md("comparisons"),
         "## Table 12 analogue: without filtering\n\n" + md("table12"),
         "## CS per round\n\n" + md("cs_per_iteration"),
         "## Table 8 analogue\n\n" + md("table8"),
@@ -208,4 +234,5 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(c) for c in cells], metadata={
         "kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}, "language_info": {"name": "python"}})
     nbformat.write(nb, str(page))
+    if index is not None: _update_block(index, claims_summary(res))
     return Path(page)

@@ -198,3 +198,26 @@ def test_bad_eval_files_are_named(run, tmp_path):
     with pytest.raises(ValueError, match=rf"{path}:{len(rows)}: image '{rows[-1]['id']}' has label 'Dodo'"): collect_evals(copy)
     write_jsonl(path, rows)
     assert collect_evals(copy)[0]["nl", 1] == collect_evals(store)[0]["nl", 1]  # nothing else was touched
+
+
+def test_seeds_are_pooled_paired_and_given_a_t_interval(run, tmp_path):
+    "A second training seed in seeds/1/: per-seed accuracies, their t interval, and comparisons over both seeds' pairs."
+    import shutil
+    from selfsynth.report import collect_evals, comparisons
+    store, _, test = run
+    copy = RunStore(tmp_path / "run", store.cfg)
+    shutil.copytree(store.root, copy.root, dirs_exist_ok=True)
+    other = RunStore(copy.path("seeds/1"), store.cfg.replace(seed=1, run_dir=str(copy.path("seeds/1"))))
+    shutil.copytree(store.path("world"), other.path("world"))
+    rng = random.Random(1)
+    for m, k, p in (("ours", 1, 0.9), ("ours", 2, 0.9), ("nl", 1, 0.2), ("nl", 2, 0.2)):
+        write_jsonl(other.path(eval_path(m, k)), _rows(test, p, 1, 0.8, rng))
+    evals, seeds = collect_evals(copy)
+    assert seeds == [0, 1] and len(evals["ours", 2]) == 2 * len(test) and len(evals["base", 0]) == len(test)
+    ours = collect_results(copy, evals, seeds)["methods"]["ours"][1]
+    per = [x["accuracy"] for x in ours["accuracy_per_seed"]]
+    assert len(per) == 2 and ours["accuracy_seeds"]["mean"] == pytest.approx(sum(per) / 2, abs=1e-3)
+    assert ours["accuracy_seeds"]["ci"][0] <= ours["accuracy_seeds"]["mean"] <= ours["accuracy_seeds"]["ci"][1]
+    assert ours["n_test"] == 2 * len(test)  # pooled over images x seeds
+    c = next(c for c in comparisons(evals, 2) if (c["a"], c["b"], c["round"], c["metric"]) == ("ours", "nl", 2, "accuracy"))
+    assert c["n"] == 2 * len(test)  # the discordant pairs of both seeds, pooled
