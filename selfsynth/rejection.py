@@ -84,7 +84,7 @@ def score_candidates(answers: list[str], zstars: list[list[str]], concepts: dict
 
 # %% ../nbs/14_rejection.ipynb #040fcbe2
 RS_FIELDS = ["dataset", "seed", "max_train_images", "rs_queries", "rs_samples", "rs_temperature", "rs_top_p",
-             "rs_max_new_tokens", "rs_negatives_include_selected", "tau", "retriever", "gen_batch_size"]
+             "rs_max_new_tokens", "rs_negatives_include_selected", "tau", "retriever", "gen_batch_size", "dtype"]
 
 def candidates_path(method: str, k: int) -> str: return f"{round_dir(method, k)}/candidates.jsonl"
 def rs_qa_path(method: str, k: int) -> str: return f"{round_dir(method, k)}/qa.jsonl"

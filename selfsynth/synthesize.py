@@ -239,7 +239,7 @@ def finish_image(sel: dict, image: str, plans: list, answers: list, method: str,
 
 # %% ../nbs/12_synthesize.ipynb #199e7c03
 SYNTH_FIELDS = ["dataset", "model", "seed", "synth_answers", "synth_temperature", "synth_max_new_tokens",
-                "query_p_simple", "fuzzy_ratio", "gen_batch_size"]
+                "query_p_simple", "fuzzy_ratio", "gen_batch_size", "dtype"]
 
 def qa_path(method: str, round_: int = 1) -> str:
     "Where a method's training pairs of a round live (`ours` at the top level, baselines under `baselines/`)."

@@ -62,3 +62,19 @@ def test_cli_refuses_a_run_dir_of_another_config(tmp_path, capsys):
     assert (run / "config.json").read_text() == before and sorted(p.name for p in run.iterdir()) == ["config.json"]
 
 
+
+
+def test_every_sampling_stage_is_keyed_by_what_changes_its_samples():
+    "The cache keys' field lists are kept by hand: a stage that samples from a model must name model, seed and dtype."
+    from selfsynth.describe import DESCRIBE_FIELDS
+    from selfsynth.synthesize import SYNTH_FIELDS
+    from selfsynth.rejection import RS_FIELDS
+    from selfsynth.evaluate import EVAL_FIELDS
+    from selfsynth.tune import TUNE_FIELDS
+    from selfsynth.config import RunConfig
+    from dataclasses import fields
+    known = {f.name for f in fields(RunConfig)}
+    for name, fs in dict(describe=DESCRIBE_FIELDS, synthesize=SYNTH_FIELDS, rejection=RS_FIELDS, eval=EVAL_FIELDS, tune=TUNE_FIELDS).items():
+        assert set(fs) <= known, f"{name}: unknown config fields {set(fs) - known}"
+        assert {"seed", "dtype"} <= set(fs), f"{name}: seed and dtype change the result but are not in its key"
+    for fs in (DESCRIBE_FIELDS, SYNTH_FIELDS, EVAL_FIELDS): assert "model" in fs  # rejection and tune name the model as an input
