@@ -130,6 +130,61 @@ def executed_outputs(path, timeout: int = 600) -> tuple[dict, str | None]:
     except Exception as e: err = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[-1][:300]
     return {c.get("id"): c.outputs for c in nb.cells if c.cell_type == "code" and c.get("outputs")}, err
 
+# %% ../nbs/41_site.ipynb #s19api
+def _exported(lib) -> dict:
+    "{notebook stem: [(module, source, syntax tree, `__all__`)]} of every module nbdev exported from a notebook in `lib`."
+    import ast
+    out = {}
+    for py in sorted(Path(lib).glob("*.py")):
+        src = py.read_text()
+        if not (m := re.search(r"File to edit: \.\./nbs/(\S+)\.ipynb", src)): continue
+        tree = ast.parse(src)
+        names = next((list(ast.literal_eval(n.value)) for n in tree.body if isinstance(n, ast.Assign)
+                      and any(getattr(t, "id", None) == "__all__" for t in n.targets)), [])
+        out.setdefault(Path(m.group(1)).name, []).append((f"{Path(lib).name}.{py.stem}", src, tree, names))
+    return out
+
+def _definition(src: str, tree, name: str, max_lines: int = 20) -> str | None:
+    "The source that defines top-level `name`: a def's or class's header and docstring, an assignment in full (cut)."
+    import ast
+    lines = src.splitlines()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name != name: continue
+            start, body = min([d.lineno for d in node.decorator_list] + [node.lineno]), node.body[0]
+            doc = isinstance(body, ast.Expr) and isinstance(body.value, ast.Constant) and isinstance(body.value.value, str)
+            text = lines[start - 1:max(node.lineno, body.end_lineno if doc else body.lineno - 1)]
+            if node.end_lineno > start - 1 + len(text): text.append("    ...")
+        else:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else [])
+            if name not in {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}: continue
+            text = lines[node.lineno - 1:node.end_lineno]
+        if len(text) > max_lines: text = text[:max_lines] + [f"# ... ({len(text) - max_lines} more lines)"]
+        return "\n".join(text)
+    return None
+
+def _documented(nb) -> set:
+    "Names that already have a section on the page: show_doc's `### name` outputs and the prose's one-word headings."
+    found = set()
+    for c in nb.cells:
+        texts = [c.source] if c.cell_type == "markdown" else [
+            "".join(o.get("data", {}).get("text/markdown", "")) for o in c.get("outputs", [])]
+        for t in texts: found |= set(re.findall(r"^#{1,6}[ \t]+`?([\w.]+)`?[ \t]*$", t, re.M))
+    return found
+
+def _api_cell(module: str, src: str, tree, names: list, shown: set):
+    "A markdown cell with a `### name` section for each of `names` not in `shown`; None when every one is."
+    import nbformat
+    missing = [n for n in names if n not in shown]
+    if not missing: return None
+    parts = [f"## More of `{module}`\n\nThe names in `{module}.__all__` that the sections above do not document, "
+             "each with its definition from the source."]
+    for n in missing:
+        d = _definition(src, tree, n)
+        parts.append(f"### {n}\n\n" + (f"```python\n{d}\n```" if d else f"Exported by `{module}`."))
+    return nbformat.v4.new_markdown_cell("\n\n".join(parts))
+
 # %% ../nbs/41_site.ipynb #1680a4b8
 def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool = True, workers: int = 2,
                timeout: int = 600) -> Path:
@@ -141,6 +196,7 @@ def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool
         return out / "index.html"
     from concurrent.futures import ThreadPoolExecutor
     from nbdev.serve import proc_nbs
+    from nbdev.config import get_config
     from nbconvert import HTMLExporter
     src = sorted(Path(nbs).glob("*.ipynb"))
     with ThreadPoolExecutor(max(1, workers)) as ex:  # each notebook in its own kernel process
@@ -158,10 +214,12 @@ def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool
     exporter = HTMLExporter(config=c, template_name="lab", exclude_raw=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     out.mkdir(parents=True, exist_ok=True)
-    search = []
+    search, api = [], _exported(get_config().lib_path)
     for p, m in meta.items():
         outputs, err = runs.get(p.stem, ({}, None))
         nb = _standard_nb(p, m, outputs)
+        for module, msrc, tree, names in api.get(p.stem, []):  # every exported name gets a section
+            if cell := _api_cell(module, msrc, tree, names, _documented(nb)): nb.cells.append(cell)
         html, _ = exporter.from_notebook_node(nb)
         html = re.sub(r'\{target="_blank" style="[^"]*"\}', "", html)  # Quarto link attributes show_doc writes
         html = re.sub(r"(<body[^>]*>)", lambda g: g.group(1) + _sidebar(pages, page(p, m)), html, count=1)

@@ -64,6 +64,24 @@ def test_pages_show_the_demos_outputs(site):
         assert len(re.findall(r'<img[^>]+src="data:image/png', (site / page).read_text())) >= 1, f"{page}: no rendered image"
 
 
+def _exported_names(py: Path) -> list:
+    import ast
+    return next((list(ast.literal_eval(n.value)) for n in ast.parse(py.read_text()).body if isinstance(n, ast.Assign)
+                 and any(getattr(t, "id", None) == "__all__" for t in n.targets)), [])
+
+
+def test_every_exported_name_has_a_section_on_its_page(site):
+    "API reference: each name in a module's `__all__` is a heading (an anchor) on the page of the notebook it came from."
+    missing, modules = [], 0
+    for py in sorted((ROOT / "selfsynth").glob("*.py")):
+        if not (m := re.search(r"File to edit: \.\./nbs/(\S+)\.ipynb", py.read_text())): continue
+        page = site / (re.sub(r"^\d+[a-z0-9]*_", "", Path(m.group(1)).name) + ".html")
+        html, modules = page.read_text(), modules + 1
+        ids = set(re.findall(r'<h[1-6][^>]*\sid="([^"]+)"', html))
+        missing += [f"{page.name}: {py.stem}.{n}" for n in _exported_names(py) if n not in ids]
+    assert modules >= 20 and not missing, missing
+
+
 def test_no_page_links_to_a_missing_file(site):
     bad = []
     for page in site.glob("*.html"):
