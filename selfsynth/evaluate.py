@@ -433,7 +433,7 @@ def fluency_check(scorer: tuple, images, questions, answers, finder: LabelFinder
         bad = [corrupt(a, kind, rng, finder) for a in answers]
         idx = [i for i, b in enumerate(bad) if b is not None]
         worse = ppl(answer_nll(scorer, [images[i] for i in idx], [questions[i] for i in idx], [bad[i] for i in idx], finder))
-        out[kind] = dict(n=len(idx), worse=round(sum(w > base[i] for i, w in zip(idx, worse)) / max(len(idx), 1), 4))
+        out[kind] = dict(n=len(idx), worse=round(sum(w > base[i] * (1 + 1e-4) for i, w in zip(idx, worse)) / max(len(idx), 1), 4))  # beyond float noise
     return out
 
 # %% ../nbs/20_evaluate.ipynb #7d683c52

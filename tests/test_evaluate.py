@@ -329,3 +329,43 @@ def LF_QUICK(store): return label_finder(read_json_concepts(store))
 def read_json_concepts(store):
     from selfsynth.data import read_concepts
     return read_concepts(store.path("world/concepts.json"))
+
+
+def test_fs_ranks_corrupted_answers_worse():
+    """FS measures fluency: on 64 answers of a mini reproduction (ours, round 4, runs/mini8: the first 4 test images of each
+    class), a shuffled clause, a repeated claim and dropped function words score worse under the shipped base model in
+    >= 90 % of all cases. Measured: shuffled 100 %, dropped 100 %, repeated 87.5 % (these answers already repeat claims)."""
+    import tempfile
+    from selfsynth.data import read_manifest, read_concepts
+    from selfsynth.evaluate import fluency_check
+    from selfsynth.models import load_image
+    from selfsynth.world import build_world
+    root = Path(__file__).resolve().parent
+    rows = [json.loads(l) for l in (root / "data/fs_answers.jsonl").read_text().splitlines()]
+    cfg = preset("mini", world_train_per_class=1, world_test_per_class=4, device="cpu",
+                 model=str(root.parent / "data/mini-llava"))
+    with tempfile.TemporaryDirectory() as d:
+        world = build_world(cfg, Path(d) / "world")  # the same test images as the run's first 4 per class (world_seed 0)
+        recs = {r.id: r for r in read_manifest(world / "manifest.jsonl", split="test")}
+        assert len(rows) >= 50 and all(recs[r["id"]].label == r["label"] for r in rows)
+        res = fluency_check(load_fs_model(cfg), [load_image(recs[r["id"]].image_path(world)) for r in rows],
+                            [r["question"] for r in rows], [r["answer"] for r in rows], label_finder(read_concepts(world / "concepts.json")))
+    worse = sum(v["n"] * v["worse"] for v in res.values()) / sum(v["n"] for v in res.values())
+    assert worse >= 0.9, res
+    assert all(v["n"] >= 50 and v["worse"] > 0.5 for v in res.values()), res  # every kind better than a coin
+
+
+def test_fs_check_fails_on_a_scorer_that_ignores_the_text():
+    "The check can fail: a scorer that gives every answer token the same probability ranks nothing."
+    import torch
+    class Flat(torch.nn.Module):
+        device = torch.device("cpu")
+        def forward(self, input_ids, **kw):
+            return type("Out", (), dict(logits=torch.zeros(*input_ids.shape, 2048)))()
+    from transformers import PreTrainedTokenizerFast
+    from selfsynth.evaluate import fluency_check
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(Path(__file__).resolve().parent.parent / "data/mini-llava/tokenizer.json"),
+                                  eos_token="</s>", pad_token="</s>")
+    answers = [f"This is a {FINCH} because it has a bright red crown, a short, thick conical beak and brown wings and back."] * 5
+    res = fluency_check((Flat(), tok, False, "flat"), [None] * 5, ["What bird is this?"] * 5, answers, LF)
+    assert all(v["worse"] == 0.0 for v in res.values()), res  # equal per-token perplexity: never worse
