@@ -1,4 +1,4 @@
-"""Step 1.2: image-level concept selection by an InfoNCE estimate of the information bottleneck, and the baselines it is compared with.
+"""Step 1.2: image-level concept selection by an InfoNCE estimate of the information bottleneck, its variants and the baselines it is compared with, all registered by name, and the study that compares them against ground truth.
 
 Docs: https://selfsynth.github.io/selfsynth/select.html.md"""
 
@@ -17,11 +17,13 @@ from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'SELECTED', 'SELECT_FIELDS', 'STUDY', 'SelectionInputs', 'embed_texts', 'label_concept_table', 'embed_inputs',
-           'image_logsumexp', 'leave_one_out_logsumexp', 'infonce_scores', 'apply_rule', 'select_ib', 'select_cosine',
-           'select_class_all', 'select_random', 'direct_question', 'parse_yes_no', 'vlm_asker', 'endpoint_asker',
-           'asker_from_env', 'select_direct', 'selection_vs_n', 'described_rows', 'embedding_files', 'embedding_stage',
-           'load_selection_inputs', 'select_stage', 'selection_study_stage']
+__all__ = ['log', 'SELECTORS', 'SELECTED', 'SELECT_FIELDS', 'STUDY', 'PERFECT', 'STUDY_TAUS', 'STUDY_NS', 'ESTIMATORS',
+           'SelectionInputs', 'embed_texts', 'label_concept_table', 'embed_inputs', 'image_logsumexp',
+           'leave_one_out_logsumexp', 'infonce_scores', 'apply_rule', 'select_ib', 'cosine_scores', 'select_cosine',
+           'select_class_all', 'select_random', 'infonce_image_scores', 'infonce_other_class_scores', 'direct_question',
+           'parse_yes_no', 'vlm_asker', 'endpoint_asker', 'asker_from_env', 'select_direct', 'Selector', 'select',
+           'selection_vs_n', 'described_rows', 'embedding_files', 'embedding_stage', 'load_selection_inputs',
+           'select_stage', 'study_selections', 'perfect_rows', 'selection_study_stage']
 
 # %% ../nbs/11_select.ipynb #44947206
 @dataclass
@@ -124,13 +126,10 @@ def _concepts_table(inp: SelectionInputs, device) -> tuple[torch.Tensor, list]:
     of_image = torch.tensor([where[label] for label in inp.labels], dtype=torch.long)
     return table[of_image].to(device), [len(inp.label_concepts[label]) for label in inp.labels]
 
-def infonce_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, first_n: int | None = None,
-                   device="cpu") -> list[list[float]]:
-    "s(z) for every image (row order) and every concept of its class (Z_c order), in float64."
-    desc, owner = _subset(inp, first_n)
-    desc, owner = desc.to(device), owner.to(device)
+def _description_terms(inp: SelectionInputs, desc, owner, neg: torch.Tensor, tau: float, chunk: int, device) -> list[list[float]]:
+    """Per image and concept z of its class: the sum over the image's descriptions d of
+    log(e^{L(d,z)} / (e^{L(d,z)} + e^{neg[image, z]})), L = <e(d), e(z)> / tau; `neg` [n_images, K] is the log of the negative sum."""
     n = len(inp.ids)
-    neg = leave_one_out_logsumexp(image_logsumexp(desc, owner, inp.concept_emb, n, tau, chunk))  # [n, K]
     c = inp.concept_emb.to(device, torch.float64)
     rows, real = _rows_table(owner, n)  # [n, m]
     J, sizes = _concepts_table(inp, device)  # [n, Z]
@@ -142,6 +141,14 @@ def infonce_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, fi
         terms = pos - torch.logaddexp(pos, neg[s:s + step].gather(1, Js)[:, None])
         out.append(terms.masked_fill(~real[s:s + step, :, None], 0).sum(1))  # [b, Z]
     return [scores[:k] for scores, k in zip(torch.cat(out).tolist(), sizes)]
+
+def infonce_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, first_n: int | None = None,
+                   device="cpu") -> list[list[float]]:
+    "s(z) for every image (row order) and every concept of its class (Z_c order), in float64."
+    desc, owner = _subset(inp, first_n)
+    desc, owner = desc.to(device), owner.to(device)
+    neg = leave_one_out_logsumexp(image_logsumexp(desc, owner, inp.concept_emb, len(inp.ids), tau, chunk))  # [n, K]
+    return _description_terms(inp, desc, owner, neg, tau, chunk, device)
 
 # %% ../nbs/11_select.ipynb #6ee28e73
 def _top(scores: list, k: int) -> list[int]:
@@ -176,17 +183,29 @@ def select_ib(inp: SelectionInputs, tau: float = 0.1, std: float = 0.4, min_k: i
     return _rows(inp, sel, scores)
 
 # %% ../nbs/11_select.ipynb #d5a78a11
+def cosine_scores(inp: SelectionInputs, tau: float | None = None, chunk: int = 8192, first_n: int | None = None,
+                  device="cpu") -> list[list[float]]:
+    "Mean cosine similarity of each concept of Z_c to the image's descriptions, no negatives (`tau` plays no part)."
+    desc, owner = _subset(inp, first_n)
+    n = len(inp.ids)
+    counts = torch.bincount(owner, minlength=n).clamp(min=1).to(torch.float64)
+    mean = torch.zeros(n, desc.shape[1], dtype=torch.float64).index_add_(0, owner, desc.double()) / counts[:, None]
+    J, sizes = _concepts_table(inp, "cpu")
+    s = torch.einsum("nd,nzd->nz", mean, inp.concept_emb.double()[J])  # <mean of e(d), e(z)> = mean of <e(d), e(z)>
+    return [x[:k] for x, k in zip(s.tolist(), sizes)]
+
+def _keep(names: list, scores: list, k=None, std: float = 0.4, min_k: int = 3) -> list:
+    "The rule's selection, or the top `k` when `k` is an int."
+    return apply_rule(names, scores, std, min_k) if k is None else [names[j] for j in _top(scores, k)]
+
+def _k_of(k, image_id):
+    return k[image_id] if isinstance(k, dict) else k
+
 def select_cosine(inp: SelectionInputs, k=None, std: float = 0.4, min_k: int = 3,
                   first_n: int | None = None) -> list[dict]:
     "Mean cosine similarity to the image's descriptions, no negatives; the top `k` (int or dict id -> k), or the rule if None."
-    desc, owner = _subset(inp, first_n)
-    sel, scores = [], []
-    for i, rows in enumerate(_by_image(owner, len(inp.ids))):
-        J, names = inp.image_concepts(i), [inp.concepts[j] for j in inp.image_concepts(i)]
-        s = (desc[rows].double() @ inp.concept_emb[J].double().T).mean(0).tolist()
-        scores.append(s)
-        if k is None: sel.append(apply_rule(names, s, std, min_k))
-        else: sel.append([names[j] for j in _top(s, k[inp.ids[i]] if isinstance(k, dict) else k)])
+    scores = cosine_scores(inp, first_n=first_n)
+    sel = [_keep([inp.concepts[j] for j in inp.image_concepts(i)], s, _k_of(k, inp.ids[i]), std, min_k) for i, s in enumerate(scores)]
     return _rows(inp, sel, scores)
 
 def select_class_all(rows, concepts: dict) -> list[dict]:
@@ -201,6 +220,38 @@ def select_random(rows, concepts: dict, k, seed: int = 0) -> list[dict]:
         n = min(len(zs), k[r["id"]] if isinstance(k, dict) else k)
         out.append(dict(id=r["id"], label=r["label"], selected=random.Random(seed_for(seed, "random", r["id"])).sample(zs, n)))
     return out
+
+# %% ../nbs/11_select.ipynb #cf28d378
+def infonce_image_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, first_n: int | None = None,
+                         device="cpu") -> list[list[float]]:
+    "InfoNCE over images: f(X, z) = log-mean-exp of L(d, z) over X's descriptions; s(z) = f(X, z) - log-mean-exp over all images of f."
+    desc, owner = _subset(inp, first_n)
+    desc, owner = desc.to(device), owner.to(device)
+    n = len(inp.ids)
+    counts = torch.bincount(owner, minlength=n).clamp(min=1).to(torch.float64)
+    f = image_logsumexp(desc, owner, inp.concept_emb, n, tau, chunk) - counts.log()[:, None]  # [n, K]
+    s = f - (f.logsumexp(0) - math.log(n))
+    J, sizes = _concepts_table(inp, device)
+    return [x[:k] for x, k in zip(s.gather(1, J).tolist(), sizes)]
+
+def _class_logsumexp(a: torch.Tensor, labels: list) -> tuple[torch.Tensor, torch.Tensor]:
+    "([classes, K] logsumexp of the rows of `a` [n, K] per class, [n] the class index of each row)."
+    where = {label: k for k, label in enumerate(dict.fromkeys(labels))}
+    cls = torch.tensor([where[label] for label in labels], dtype=torch.long, device=a.device)
+    K = a.shape[1]
+    mx = torch.full((len(where), K), -math.inf, dtype=a.dtype, device=a.device)
+    mx = mx.scatter_reduce(0, cls[:, None].expand(-1, K), a, "amax")
+    tot = torch.zeros_like(mx).index_add_(0, cls, (a - mx[cls]).exp())
+    return mx + tot.log(), cls
+
+def infonce_other_class_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, first_n: int | None = None,
+                               device="cpu") -> list[list[float]]:
+    "The paper's s(z) with the negatives D⁻ restricted to the descriptions of images of other classes."
+    desc, owner = _subset(inp, first_n)
+    desc, owner = desc.to(device), owner.to(device)
+    per_class, cls = _class_logsumexp(image_logsumexp(desc, owner, inp.concept_emb, len(inp.ids), tau, chunk), inp.labels)
+    neg = leave_one_out_logsumexp(per_class)[cls]  # [n, K]: all classes but the image's own (-inf with one class)
+    return _description_terms(inp, desc, owner, neg, tau, chunk, device)
 
 # %% ../nbs/11_select.ipynb #59e4ca66
 def direct_question(dataset: str, concept: str) -> str:
@@ -273,12 +324,58 @@ def select_direct(rows, images: dict, concepts: dict, ask, dataset: str) -> tupl
     counts = dict(questions=len(pairs), yes=verdicts.count(True), no=verdicts.count(False), unparsed=verdicts.count(None))
     return out, counts
 
+# %% ../nbs/11_select.ipynb #2c48cb88
+@dataclass(frozen=True)
+class Selector:
+    """A registered selector. An `estimator`'s `fn(inp, tau, chunk, first_n, device)` scores Z_c of every image; a
+    `reference`'s `fn(inp, k=, seed=, first_n=, **kw)` returns every image's kept concepts."""
+    name: str
+    kind: str  # `estimator` or `reference`
+    fn: object
+    what: str
+
+def _class_lists(inp: SelectionInputs) -> tuple[list, dict]:
+    return [dict(id=i, label=l) for i, l in zip(inp.ids, inp.labels)], {c: [inp.concepts[j] for j in J] for c, J in inp.label_concepts.items()}
+
+def _class_all(inp: SelectionInputs, **kw) -> list: return [[inp.concepts[j] for j in inp.image_concepts(i)] for i in range(len(inp.ids))]
+
+def _random(inp: SelectionInputs, k=None, seed: int = 0, **kw) -> list:
+    if k is None: raise ValueError("selector 'random' needs the set size k (an int or {id: k})")
+    return [r["selected"] for r in select_random(*_class_lists(inp), k, seed)]
+
+def _vlm_direct(inp: SelectionInputs, ask=None, images=None, dataset: str = "mini", **kw) -> list:
+    if ask is None or images is None: raise ValueError("selector 'vlm_direct' needs `ask` (an asker) and `images` ({id: path})")
+    rows, concepts = _class_lists(inp)
+    return [r["selected"] for r in select_direct(rows, images, concepts, ask, dataset)[0]]
+
+SELECTORS = {s.name: s for s in [
+    Selector("infonce", "estimator", infonce_scores, "the paper's and the public code's InfoNCE: negatives = every description of every other image"),
+    Selector("infonce_image", "estimator", infonce_image_scores, "InfoNCE over images: log-mean-exp critic per image, negatives = all images"),
+    Selector("infonce_other_class", "estimator", infonce_other_class_scores, "the paper's InfoNCE, negatives from images of other classes only"),
+    Selector("cosine", "estimator", cosine_scores, "mean cosine similarity to the image's descriptions, no negatives"),
+    Selector("class_all", "reference", _class_all, "every concept of the class"),
+    Selector("random", "reference", _random, "a seeded random subset of Z_c of a given size"),
+    Selector("vlm_direct", "reference", _vlm_direct, "the model asked, concept by concept, whether the image shows it"),
+]}
+
+def select(name: str, inp: SelectionInputs, *, tau: float = 0.1, first_n: int | None = None, k=None, std: float = 0.4,
+           min_k: int = 3, seed: int = 0, chunk: int = 8192, device="cpu", **kw) -> list[dict]:
+    """Selector `name` (a key of `SELECTORS`) on every image of `inp`: rows `{id, label, selected}` (and `scores` for an
+    estimator). An estimator keeps the rule's set (mean + `std`·sd, at least `min_k`), or its top `k` (int or {id: k})."""
+    if name not in SELECTORS: raise KeyError(f"unknown selector {name!r}; known: {', '.join(SELECTORS)}")
+    s = SELECTORS[name]
+    if s.kind == "reference": return _rows(inp, s.fn(inp, k=k, seed=seed, first_n=first_n, **kw))
+    scores = s.fn(inp, tau, chunk, first_n, device)
+    return _rows(inp, [_keep([inp.concepts[j] for j in inp.image_concepts(i)], sc, _k_of(k, inp.ids[i]), std, min_k)
+                       for i, sc in enumerate(scores)], scores)
+
 # %% ../nbs/11_select.ipynb #0421b48f
 def selection_vs_n(inp: SelectionInputs, ns=(1, 2, 5, 10, 20, 30), method: str = "ib", **kw) -> dict:
-    "{n: rows} of `select_ib` (method `ib`) or `select_cosine` (`cosine`) on the first n descriptions of each image."
-    fn = dict(ib=select_ib, cosine=select_cosine)[method]
+    "{n: rows} of selector `method` (a name of `SELECTORS`; `ib` is `infonce`) on the first n descriptions of each image."
+    name = "infonce" if method == "ib" else method
+    if name not in SELECTORS: raise KeyError(f"unknown selector {method!r}; known: ib, {', '.join(SELECTORS)}")
     m = int(inp.pos.max()) + 1 if len(inp.pos) else 0
-    return {n: fn(inp, first_n=n, **kw) for n in ns if n <= m}
+    return {n: select(name, inp, first_n=n, **kw) for n in ns if n <= m}
 
 # %% ../nbs/11_select.ipynb #ffb4a167
 SELECTED = "round-1/concepts_selected.jsonl"
@@ -346,25 +443,88 @@ def select_stage(store: RunStore) -> dict:
 
 # %% ../nbs/11_select.ipynb #557ac986
 STUDY = "round-1/selection_study.jsonl"
+PERFECT = "round-1/perfect_descriptions.jsonl"
+STUDY_TAUS = (0.01, 0.1, 0.3, 1.0)
+STUDY_NS = (1, 2, 5, 10, 20, 30)
+ESTIMATORS = ("infonce", "infonce_image", "infonce_other_class", "cosine")
 
-def selection_study_stage(store: RunStore, ns=(1, 2, 5, 10, 20, 30), direct: bool = True) -> dict:
-    "Stage `select/study`: all selectors, and the IB/cosine selections at each n -> `round-1/selection_study.jsonl`."
+def study_selections(inp: SelectionInputs, describer: str, ns=STUDY_NS, taus=STUDY_TAUS, std: float = 0.4, min_k: int = 3,
+                     seed: int = 0, chunk: int = 8192, device="cpu") -> list[dict]:
+    "Study rows `{method, describer, tau, n, size, id, selected}` of every estimator and `random`, at every τ and n."
+    m = int(inp.pos.max()) + 1
+    names = [[inp.concepts[j] for j in inp.image_concepts(i)] for i in range(len(inp.ids))]
+    out = []
+    def add(method, tau, n, size, sel):
+        out.extend(dict(method=method, describer=describer, tau=tau, n=n, size=size, id=i, selected=s) for i, s in zip(inp.ids, sel))
+    for n in sorted({x for x in ns if x <= m} | {m}):
+        cos = cosine_scores(inp, first_n=n)
+        add("cosine", None, n, "rule", [_keep(z, s, None, std, min_k) for z, s in zip(names, cos)])
+        for tau in taus:
+            base = [_keep(z, s, None, std, min_k) for z, s in zip(names, infonce_scores(inp, tau, chunk, n, device))]
+            k = [len(s) for s in base]
+            add("infonce", tau, n, "rule", base)
+            for name in ("infonce_image", "infonce_other_class"):
+                sc = SELECTORS[name].fn(inp, tau, chunk, n, device)
+                add(name, tau, n, "rule", [_keep(z, s, None, std, min_k) for z, s in zip(names, sc)])
+                add(name, tau, n, "matched", [_keep(z, s, kk) for z, s, kk in zip(names, sc, k)])
+            add("cosine", tau, n, "matched", [_keep(z, s, kk) for z, s, kk in zip(names, cos, k)])
+            add("random", tau, n, "matched", _random(inp, dict(zip(inp.ids, k)), seed))
+    return out
+
+def perfect_rows(records, rows, seed: int = 0) -> list[dict]:
+    """The perfect describer: for each of `rows` (`{id, label, descriptions}`), as many descriptions as it has, written
+    from its record's ground-truth part values (`attributes`) in the base model's wording, seeded by `seed` and the id."""
+    import numpy as np
+    from selfsynth.basemodel import describe_text
+    attrs = {r.id: r.attributes for r in records}
+    out = []
+    for r in rows:
+        if not attrs.get(r["id"]): raise ValueError(f"perfect describer: image {r['id']!r} has no ground-truth part values")
+        rng = np.random.default_rng(seed_for(seed, "perfect", r["id"]))
+        out.append(dict(id=r["id"], label=r["label"], descriptions=[describe_text(attrs[r["id"]], rng) for _ in r["descriptions"]]))
+    return out
+
+def _perfect_applies(records, rows) -> str | None:
+    "Why the perfect describer cannot run on these images (None when it can)."
+    from selfsynth.world import PARTS
+    attrs = {r.id: r.attributes for r in records}
+    if bad := [r["id"] for r in rows if not attrs.get(r["id"]) or not set(attrs[r["id"]]) <= set(PARTS)]:
+        return f"no mini-world part values for image {bad[0]!r} ({len(bad)} images)"
+    return None
+
+def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, taus=STUDY_TAUS, perfect: bool = True) -> dict:
+    "Stage `select/study`: every selector, τ and n, for the model's and the perfect describer's descriptions -> `round-1/selection_study.jsonl`."
+    import time
+    from selfsynth.data import read_manifest
     cfg = store.cfg
     embedding_stage(store)
+    manifest = dataset_files(cfg)[0]
     def run(ctx):
+        t0 = time.perf_counter()
         inp, rows, concepts = load_selection_inputs(store)
         m = int(inp.pos.max()) + 1
-        kw = dict(std=cfg.select_std, min_k=cfg.select_min)
-        study = []
-        for n, sel in selection_vs_n(inp, sorted(set(ns) | {m}), "ib", tau=cfg.tau, chunk=cfg.select_chunk, **kw).items():
-            sizes = {r["id"]: len(r["selected"]) for r in sel}  # cosine takes as many as IB at the same n
-            study += [dict(method="ib", n=n, **r) for r in sel]
-            study += [dict(method="cosine", n=n, **r) for r in select_cosine(inp, k=sizes, first_n=n)]
-        full = {r["id"]: len(r["selected"]) for r in study if r["method"] == "ib" and r["n"] == m}
-        study += [dict(method="class_all", n=m, **r) for r in select_class_all(rows, concepts)]
-        study += [dict(method="random", n=m, **r) for r in select_random(rows, concepts, full, cfg.seed)]
-        counts = dict(images=len(rows), m=m, ns=sorted(set(ns) | {m}))
+        kw = dict(std=cfg.select_std, min_k=cfg.select_min, seed=cfg.seed, chunk=cfg.select_chunk, device=_device(cfg))
+        study = study_selections(inp, "model", ns, taus, **kw)
+        counts = dict(images=len(rows), m=m, ns=sorted({n for n in ns if n <= m} | {m}), taus=list(taus),
+                      describers=["model"], model_s=round(time.perf_counter() - t0, 2))
+        records = read_manifest(store.path(manifest), split="train")
+        why = "not asked for" if not perfect else _perfect_applies(records, rows)
+        prows = []
+        if why is None:
+            t1 = time.perf_counter()
+            from selfsynth.models import load_text_encoder
+            prows = perfect_rows(records, rows, cfg.seed)
+            pinp = embed_inputs(prows, concepts, load_text_encoder(cfg.retriever, device=cfg.device))
+            counts["perfect_embed_s"] = round(time.perf_counter() - t1, 2)
+            study += study_selections(pinp, "perfect", ns, taus, **kw)
+            counts["describers"].append("perfect")
+            counts["perfect_s"] = round(time.perf_counter() - t1, 2)
+        else: counts["perfect_skipped"] = why
+        write_jsonl(ctx.path(PERFECT), prows)
+        study += [dict(method="class_all", describer=None, tau=None, n=m, size="all", id=i, selected=s)
+                  for i, s in zip(inp.ids, _class_all(inp))]
         if direct:
+            t1 = time.perf_counter()
             recs, root = train_records(store)
             images = {r.id: str(r.image_path(root)) for r in recs}
             ask, counts["direct_selector"] = asker_from_env(ctx.path("round-1/.direct_cache")), os.environ.get("SELFSYNTH_LLM_MODEL")
@@ -372,11 +532,13 @@ def selection_study_stage(store: RunStore, ns=(1, 2, 5, 10, 20, 30), direct: boo
                 from selfsynth.models import load_vlm
                 ask, counts["direct_selector"] = vlm_asker(*load_vlm(cfg.model, cfg.device, cfg.dtype), cfg.gen_batch_size), cfg.model
             sel, c = select_direct(rows, images, concepts, ask, cfg.dataset)
-            study += [dict(method="direct", n=None, **r) for r in sel]
+            study += [dict(method="vlm_direct", describer=None, tau=None, n=None, size="asked", id=r["id"], selected=r["selected"]) for r in sel]
             counts.update({f"direct_{k}": v for k, v in c.items()})
+            counts["direct_s"] = round(time.perf_counter() - t1, 2)
         write_jsonl(ctx.path(STUDY), study)
+        counts["rows"] = len(study)
         return counts
     fields = SELECT_FIELDS + ["seed"] + (["model", "dataset", "gen_batch_size"] if direct else [])
-    inputs = [DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1]] + ([dataset_files(cfg)[0]] + model_inputs(cfg) if direct else [])
-    name = "select/study" if direct else "select/study-nodirect"
-    return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY])
+    inputs = [DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1], manifest] + (model_inputs(cfg) if direct else [])
+    name = ("select/study" if direct else "select/study-nodirect") + ("" if perfect else "-noperfect")
+    return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY, PERFECT])

@@ -250,11 +250,12 @@ def test_select_stage_with_the_packaged_encoder(tmp_path, monkeypatch):
     c = selection_study_stage(store, ns=(1, 2))["counts"]
     study = read_jsonl(store.path(STUDY))
     methods = {(r["method"], r["n"]) for r in study}
-    assert methods == {("ib", 1), ("ib", 2), ("ib", 3), ("cosine", 1), ("cosine", 2), ("cosine", 3), ("class_all", 3),
-                       ("random", 3), ("direct", None)}
-    assert c["direct_questions"] == 14 and c["direct_yes"] == 4
-    assert [r["selected"] for r in study if r["method"] == "ib" and r["n"] == 3] == [r["selected"] for r in out]
-    direct = [r for r in study if r["method"] == "direct"]
+    assert methods == {(m, n) for m in ("infonce", "infonce_image", "infonce_other_class", "cosine", "random") for n in (1, 2, 3)} | \
+                      {("class_all", 3), ("vlm_direct", None)}
+    assert {r["tau"] for r in study if r["method"] == "infonce"} == set(S.STUDY_TAUS) and {r["describer"] for r in study} == {"model", None}
+    assert c["direct_questions"] == 14 and c["direct_yes"] == 4 and c["describers"] == ["model"] and "perfect_skipped" in c
+    assert [r["selected"] for r in study if r["method"] == "infonce" and r["n"] == 3 and r["tau"] == store.cfg.tau] == [r["selected"] for r in out]
+    direct = [r for r in study if r["method"] == "vlm_direct"]
     assert [r["selected"] for r in direct] == [[z] for z in FIRST]
 
 
@@ -282,8 +283,11 @@ def test_embeddings_are_made_once_and_shared(tmp_path, monkeypatch):
     assert inp.ids == fresh.ids and inp.concepts == fresh.concepts and torch.equal(inp.owner, fresh.owner)
     assert embedding_files(store.cfg, "other/encoder") == ("embed/other_encoder", "round-1/embeddings/other_encoder.safetensors")
 
-    from safetensors.torch import save_file  # a file that does not match the descriptions: named in the error
-    save_file({"descriptions": fresh.desc_emb[:5].contiguous(), "concepts": fresh.concept_emb}, str(store.path(rel)))
-    with pytest.raises(ValueError, match=r"retriever\.safetensors: 5 description and \d+ concept embeddings given for 12 descriptions"):
-        load_selection_inputs(store)
     assert not loads
+    with pytest.raises(ValueError, match=r"5 description and \d+ concept embeddings given for 12 descriptions"):
+        embed_inputs(rows, CONCEPTS, embeddings=(fresh.desc_emb[:5], fresh.concept_emb))  # embeddings that do not match
+    from safetensors.torch import save_file  # a file changed since the stage wrote it is damaged: embedded again, not read
+    save_file({"descriptions": fresh.desc_emb[:5].contiguous(), "concepts": fresh.concept_emb}, str(store.path(rel)))
+    monkeypatch.undo()
+    again = load_selection_inputs(store)[0]
+    assert torch.allclose(again.desc_emb, fresh.desc_emb, atol=1e-6) and len(again.desc_emb) == 12
