@@ -20,15 +20,18 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS',
-           'STUDY_NAMES', 'TAUS', 'COMPARED', 'PAIRED_METRICS', 'TIMING_GROUPS', 'SCHEMA_VERSION', 'METHOD_KEYS',
-           'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'seed_stores', 'read_eval', 'collect_evals',
-           'collect_results', 'to_markdown', 'to_latex', 'write_table', 'table1', 'table12', 'cs_table',
-           'round_minutes', 'dataset_info', 'table8', 'mean_ci', 'selection_scores', 'concept_selection', 'visible_map',
-           'figure5', 'encoder_precision_stage', 'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13',
-           'paired_test', 'comparisons', 'selection_components', 'claim_components', 'accuracy_figure',
-           'example_answers', 'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device',
-           'concept_selection_json', 'package_versions', 'results_json', 'claims_table', 'comparisons_table',
-           'selection_measurements', 'build_report']
+           'STUDY_NAMES', 'LEGACY_SIZE', 'STUDY_MEASURES', 'STUDY_CI', 'COMPARED_SELECTORS', 'TAUS', 'COMPARED',
+           'PAIRED_METRICS', 'TIMING_GROUPS', 'SCHEMA_VERSION', 'METHOD_KEYS', 'RESULTS_KEYS', 'NS', 'paper_table',
+           'paper_dataset', 'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex',
+           'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci',
+           'selection_scores', 'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table',
+           'selection_study', 'selection_comparisons', 'selection_verdicts', 'selection_study_figure',
+           'study_summary_table', 'comparisons_selection_table', 'verdict_lines', 'study_json',
+           'selection_study_outputs', 'visible_map', 'figure5', 'encoder_precision_stage', 'precision_by_encoder',
+           'precision_by_tau', 'tau_table', 'table13', 'paired_test', 'comparisons', 'selection_components',
+           'claim_components', 'accuracy_figure', 'example_answers', 'examples_figure', 'examples_markdown', 'timing',
+           'git_commit', 'run_device', 'concept_selection_json', 'package_versions', 'results_json', 'claims_table',
+           'comparisons_table', 'selection_measurements', 'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -247,7 +250,8 @@ def table8(store: RunStore, device: str) -> pd.DataFrame:
                               **{"minutes/iteration": float(p["minutes_per_iteration"]), "hardware": "not stated"})])
 
 # %% ../nbs/21_report.ipynb #28951149
-STUDY_NAMES = {"ib": "infonce", "cosine": "cosine", "class_all": "class_all", "random": "random", "direct": "vlm_direct"}
+STUDY_NAMES = {"ib": "infonce", "cosine": "cosine", "class_all": "class_all", "random": "random", "direct": "vlm_direct"}  # older study rows -> selector
+LEGACY_SIZE = {"infonce": "rule", "cosine": "matched", "random": "matched", "class_all": "all", "vlm_direct": "asked"}  # Figure 5's curves
 
 def mean_ci(values, seed: int = 0, n_boot: int = 1000) -> tuple:
     "(mean, low, high): the mean of `values` (None skipped) and its 95 % bootstrap interval."
@@ -262,18 +266,220 @@ def selection_scores(selected, visible) -> tuple:
     sel, vis = set(selected), set(visible)
     return (len(sel & vis) / len(sel) if sel else None), (len(sel & vis) / len(vis) if vis else None)
 
-def concept_selection(study_rows, visible: dict, seed: int = 0) -> pd.DataFrame:
-    "Mean precision and recall with 95 % intervals per (selector, n) of selection-study rows."
+def study_key(r: dict, tau: float | None = None) -> tuple:
+    """(selector, describer, tau, n, size) of a selection-study row; rows of older runs (method `ib`, no describer,
+    τ or size) are the model's descriptions at τ = `tau`."""
+    m = STUDY_NAMES.get(r["method"], r["method"])
+    ref = m in ("class_all", "vlm_direct")
+    return (m, r.get("describer", None if ref else "model"), r.get("tau", None if ref else tau), r["n"],
+            r.get("size", LEGACY_SIZE.get(m)))
+
+def concept_selection(study_rows, visible: dict, seed: int = 0, tau: float | None = None) -> pd.DataFrame:
+    """Figure 5's frame: mean precision and recall with 95 % intervals per (selector, n) — InfoNCE at its rule's size,
+    cosine and random at InfoNCE's, the references — on the model's descriptions at τ = `tau` (None: any τ)."""
     groups = {}
     for r in study_rows:
         if visible.get(r["id"]) is None: continue
-        groups.setdefault((STUDY_NAMES.get(r["method"], r["method"]), r["n"]), []).append(selection_scores(r["selected"], visible[r["id"]]))
+        m, d, t, n, size = study_key(r, tau)
+        if LEGACY_SIZE.get(m) != size or d not in (None, "model") or (tau is not None and t not in (None, tau)): continue
+        groups.setdefault((m, n), []).append(selection_scores(r["selected"], visible[r["id"]]))
     rows = []
     for (m, n), sc in sorted(groups.items(), key=lambda x: (x[0][0], x[0][1] or 0)):
         p, r = mean_ci([s[0] for s in sc], seed), mean_ci([s[1] for s in sc], seed)
         rows.append(dict(selector=m, n=n, images=len(sc), precision=p[0], precision_lo=p[1], precision_hi=p[2],
                          recall=r[0], recall_lo=r[1], recall_hi=r[2]))
     return pd.DataFrame(rows)
+
+# %% ../nbs/21_report.ipynb #7a3e1ea6
+STUDY_MEASURES = ("precision", "recall", "precision_specific", "recall_specific", "non_visual_share", "set_size")
+STUDY_CI = ("precision", "recall", "precision_specific")  # measures shown with a bootstrap interval
+
+def concept_kinds(store: RunStore) -> dict:
+    "{concept: kind} (`class`, `generic` or `nonvisual`) from the mini world's spec; {} for other data sets."
+    p = store.path("world/spec.json")
+    if store.cfg.dataset != "mini" or not p.exists(): return {}
+    return {z["text"]: z.get("kind", "class") for c in read_json(p)["classes"] for z in c["concepts"]}
+
+def study_scores(selected, visible, kinds: dict | None = None) -> dict:
+    "One image's measures: precision, recall, both on class-specific visual concepts only, share of non-visual picks, set size."
+    kinds = kinds or {}
+    sel, vis = set(selected), set(visible)
+    spec, vspec = ({z for z in s if kinds.get(z, "class") == "class"} for s in (sel, vis))
+    p, r = selection_scores(sel, vis)
+    return dict(precision=p, recall=r, precision_specific=len(spec & vis) / len(spec) if spec else None,
+                recall_specific=len(spec & vspec) / len(vspec) if vspec else None,
+                non_visual_share=sum(kinds.get(z) == "nonvisual" for z in sel) / len(sel) if sel and kinds else None,
+                set_size=len(sel))
+
+def study_table(study_rows, visible: dict, kinds: dict | None = None, tau: float | None = None) -> dict:
+    """{(selector, describer, tau, n, size): {image id: measures}}; the describer-independent references (`class_all`,
+    `vlm_direct`) appear under every describer of the study. `tau`: the τ of older rows that do not say."""
+    describers = sorted({r["describer"] for r in study_rows if r.get("describer")}) or ["model"]
+    out = {}
+    for r in study_rows:
+        if visible.get(r["id"]) is None: continue
+        m, d, t, n, size = study_key(r, tau)
+        sc = study_scores(r["selected"], visible[r["id"]], kinds)
+        for dd in ([d] if d else describers): out.setdefault((m, dd, t, n, size), {})[r["id"]] = sc
+    return out
+
+def _order(key) -> tuple:
+    m, d, t, n, size = key
+    return (d, list(LEGACY_SIZE).index(m) if m in LEGACY_SIZE else 1.5, m, size, -1 if t is None else t, -1 if n is None else n)
+
+def selection_study(table: dict, seed: int = 0) -> pd.DataFrame:
+    "Means over images per (selector, describer, tau, n, size), with 95 % bootstrap intervals on precision, recall, specific precision."
+    rows = []
+    for key in sorted(table, key=_order):
+        per = list(table[key].values())
+        row = dict(zip(("selector", "describer", "tau", "n", "size"), key), images=len(per))
+        for k in STUDY_MEASURES:
+            v = [x[k] for x in per]
+            if k in STUDY_CI:
+                mean, lo, hi = mean_ci(v, seed)
+                row.update({k: mean, f"{k}_lo": lo, f"{k}_hi": hi})
+            else: row[k] = float(np.mean([x for x in v if x is not None])) if any(x is not None for x in v) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+COMPARED_SELECTORS = ("infonce", "infonce_image", "infonce_other_class", "cosine", "vlm_direct")
+
+def _matched(table: dict, m: str, d: str, tau: float, n) -> dict | None:
+    "A selector's per-image measures at InfoNCE's set size (the references as they are)."
+    key = {"infonce": (m, d, tau, n, "rule"), "vlm_direct": (m, d, None, None, "asked"), "class_all": (m, d, None, n, "all")}.get(m, (m, d, tau, n, "matched"))
+    return table.get(key)
+
+def selection_comparisons(table: dict, tau: float, seed: int = 0, n_resamples: int = 2000) -> list[dict]:
+    """Paired tests per describer at τ = `tau` and all m descriptions: each selector (at InfoNCE's set size) against
+    `class_all` and `random` on precision and specific precision; each estimator at m against itself at n = 1. Holm over all."""
+    from selfsynth.stats import holm, paired_permutation
+    out = []
+    for d in sorted({k[1] for k in table if k[0] == "infonce" and k[2] == tau}):
+        m = max(k[3] for k in table if k[0] == "infonce" and k[1] == d and k[2] == tau)
+        refs = {b: _matched(table, b, d, tau, m) for b in ("class_all", "random")}
+        def test(a, b, A, B, metric, **extra):
+            ids = sorted(set(A) & set(B))
+            t = paired_permutation([A[i][metric] for i in ids], [B[i][metric] for i in ids], n_resamples=n_resamples, seed=seed)
+            out.append(dict(describer=d, tau=tau, n=m, a=a, b=b, metric=metric, difference=t["difference"], images=t["n"], p=t["p"], **extra))
+        for a in COMPARED_SELECTORS:
+            A = _matched(table, a, d, tau, m)
+            if not A: continue
+            for b, B in refs.items():
+                if B:
+                    for metric in ("precision", "precision_specific"): test(a, b, A, B, metric)
+            if (one := _matched(table, a, d, tau, 1)) and a != "vlm_direct": test(a, f"{a} (n=1)", A, one, "precision", rise=True)
+    for c, p in zip(out, holm([c["p"] for c in out])): c["p_holm"] = p
+    return out
+
+def selection_verdicts(comps: list, alpha: float = 0.05) -> dict:
+    "{describer: {beats_class_all, beats_random, rises_with_n, falls_with_n}}: selectors whose precision difference is significant (Holm)."
+    out = {}
+    for c in comps:
+        v = out.setdefault(c["describer"], dict(beats_class_all=[], beats_random=[], rises_with_n=[], falls_with_n=[]))
+        if c["p_holm"] >= alpha or c["metric"] != "precision" or not c["difference"]: continue
+        if c.get("rise"): v["rises_with_n" if c["difference"] > 0 else "falls_with_n"].append(c["a"])
+        elif c["difference"] > 0: v[f"beats_{c['b']}"].append(c["a"])
+    return out
+
+# %% ../nbs/21_report.ipynb #4f36398f
+_COLOURS = dict(infonce="C0", infonce_image="C4", infonce_other_class="C5", cosine="C1", class_all="C2", random="C7", vlm_direct="C3")
+
+def selection_study_figure(frame: pd.DataFrame, tau: float, path) -> Path:
+    """Per describer (rows): precision, specific precision and the share of non-visual picks against n at τ = `tau`,
+    every estimator at InfoNCE's set size, the references as bands (95 % bootstrap intervals over images)."""
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    describers = sorted(frame.describer.dropna().unique())
+    fig, axes = plt.subplots(len(describers), 3, figsize=(13, 3.4 * len(describers)), squeeze=False)
+    for row, d in zip(axes, describers):
+        f = frame[frame.describer == d]
+        curve = f[(f.tau == tau) & (((f.selector == "infonce") & (f["size"] == "rule")) | (f["size"] == "matched"))]
+        ns = sorted(int(n) for n in curve.n.dropna().unique())
+        for ax, metric in zip(row, ("precision", "precision_specific", "non_visual_share")):
+            for m, g in curve[curve.selector != "random"].groupby("selector", sort=False):
+                g = g.sort_values("n")
+                ax.plot(g.n, g[metric], "o-", ms=3, color=_COLOURS.get(m), label=m)
+                if f"{metric}_lo" in g: ax.fill_between(g.n, g[f"{metric}_lo"], g[f"{metric}_hi"], color=_COLOURS.get(m), alpha=.15)
+            refs = [("random", curve[(curve.selector == "random") & (curve.n == max(ns))])] + \
+                   [(m, f[f.selector == m]) for m in ("class_all", "vlm_direct")]
+            for m, g in refs:
+                if not len(g) or pd.isna(g.iloc[-1][metric]): continue
+                r = g.iloc[-1]
+                ax.plot([min(ns), max(ns)], [r[metric]] * 2, "--", color=_COLOURS[m], label=m)
+                if f"{metric}_lo" in r and pd.notna(r[f"{metric}_lo"]):
+                    ax.fill_between([min(ns), max(ns)], [r[f"{metric}_lo"]] * 2, [r[f"{metric}_hi"]] * 2, color=_COLOURS[m], alpha=.1)
+            ax.set_xscale("log"); ax.set_xticks(ns); ax.set_xticklabels(list(map(str, ns))); ax.set_ylim(0, 1.02); ax.grid(alpha=.3)
+            ax.set_xlabel("descriptions per image n"); ax.set_title(f"{d} describer: {metric.replace('_', ' ')}", fontsize=9)
+        row[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Concept selection by selector and describer (τ = {tau:g}; estimators at InfoNCE's set size)", fontsize=10)
+    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    return Path(path)
+
+def _interval(r, k: str) -> str:
+    return "–" if pd.isna(r.get(f"{k}_lo")) else f"{r[f'{k}_lo']:.2f}–{r[f'{k}_hi']:.2f}"
+
+def study_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    "Table 13 analogue, extended: every selector, size and τ at all m descriptions, per describer."
+    rows = []
+    for d in sorted(frame.describer.dropna().unique()):
+        f = frame[frame.describer == d]
+        m = f[f.selector == "infonce"].n.max()
+        for r in f[(f.n == m) | f.n.isna()].to_dict("records"):
+            rows.append({"describer": d, "selector": r["selector"], "size": r["size"], "tau": "–" if pd.isna(r["tau"]) else f"{r['tau']:g}",
+                         "n": "–" if pd.isna(r["n"]) else int(r["n"]), "precision": r["precision"], "95% interval": _interval(r, "precision"),
+                         "precision (specific)": r["precision_specific"], "recall": r["recall"], "recall (specific)": r["recall_specific"],
+                         "non-visual share": r["non_visual_share"], "set size": r["set_size"]})
+    return pd.DataFrame(rows)
+
+def comparisons_selection_table(comps: list) -> pd.DataFrame:
+    "The selection study's paired comparisons (a - b over the same images)."
+    return pd.DataFrame([dict(describer=c["describer"], tau=c["tau"], n=c["n"], a=c["a"], b=c["b"], metric=c["metric"],
+                              difference=c["difference"], images=c["images"], p=c["p"], **{"p (Holm)": c["p_holm"]}) for c in comps])
+
+def verdict_lines(verdicts: dict) -> list[str]:
+    "The verdicts in words, one line per describer."
+    say = lambda xs: ", ".join(xs) if xs else "none"
+    return [f"- {d} describer: beat class_all: {say(v['beats_class_all'])}; beat random: {say(v['beats_random'])}; "
+            f"precision rises with n: {say(v['rises_with_n'])}; falls with n: {say(v['falls_with_n'])}." for d, v in verdicts.items()]
+
+def _num(x, digits: int = 4):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) or pd.isna(x) else round(float(x), digits)
+
+def study_json(frame: pd.DataFrame, comps: list, verdicts: dict) -> dict:
+    """`concept_selection`'s study: `study` (own rule's size) and `study_matched` (InfoNCE's size), each keyed
+    selector -> describer -> τ -> n; τ- and n-independent selectors repeated under every τ and n; comparisons, verdicts."""
+    out = dict(study={}, study_matched={}, comparisons=comps, verdicts=verdicts)
+    taus = sorted(float(t) for t in frame.tau.dropna().unique())
+    for d in frame.describer.dropna().unique():
+        f = frame[frame.describer == d]
+        ns = sorted(int(n) for n in f[f.selector == "infonce"].n.dropna().unique())
+        for r in f.to_dict("records"):
+            vals = {k: _num(r[k]) for k in STUDY_MEASURES} | dict(ci=[_num(r["precision_lo"]), _num(r["precision_hi"])], images=int(r["images"]))
+            for t in ([r["tau"]] if pd.notna(r["tau"]) else taus):
+                for n in ([int(r["n"])] if pd.notna(r["n"]) and r["selector"] != "class_all" else ns):
+                    both = r["selector"] in ("infonce", "random", "class_all", "vlm_direct")  # one size only: the same in both
+                    for key in (["study", "study_matched"] if both else ["study_matched" if r["size"] == "matched" else "study"]):
+                        out[key].setdefault(r["selector"], {}).setdefault(d, {}).setdefault(f"{t:g}", {})[str(n)] = vals
+    return out
+
+def selection_study_outputs(store: RunStore, out_dir) -> dict:
+    """The extended study of a run: `selection_study.csv` (every selector, describer, τ, n, size) and
+    `selection_study.png` written into `out_dir`; returns its tables, Markdown lines, `results.json` part and frame."""
+    from selfsynth.select import STUDY
+    cfg, out_dir = store.cfg, Path(out_dir)
+    table = study_table(read_jsonl(store.path(STUDY)), visible_map(store), concept_kinds(store), cfg.tau)
+    frame = selection_study(table, cfg.seed)
+    comps = selection_comparisons(table, cfg.tau, cfg.seed)
+    verdicts = selection_verdicts(comps)
+    write_text(out_dir / "selection_study.csv", frame.to_csv(index=False))
+    selection_study_figure(frame, cfg.tau, out_dir / "selection_study.png")
+    tables = [("selection_study", study_summary_table(frame), "Concept selection at all m descriptions: every selector, size "
+               "(rule: its own; matched: InfoNCE's), τ and describer (model: the base model's descriptions; perfect: the ground truth in its wording)"),
+              ("selection_comparisons", comparisons_selection_table(comps), f"Concept selection, paired over the same images "
+               f"(τ = {cfg.tau:g}, all m descriptions, selectors at InfoNCE's set size; a - b; Holm over the list)")]
+    md = ["## Concept selection by selector and describer (Holm-adjusted p < 0.05, precision)", "", *verdict_lines(verdicts), "",
+          "![selection study](selection_study.png)", ""]
+    return dict(tables=tables, md=md, json=study_json(frame, comps, verdicts), frame=frame, comparisons=comps, verdicts=verdicts)
 
 # %% ../nbs/21_report.ipynb #8dabf03b
 def visible_map(store: RunStore, split: str = "train") -> dict:
@@ -388,17 +594,18 @@ def _threshold_test(rows: dict, field: str, p0: float, above: bool, what: str) -
     return dict(what=what, difference=round((k / n - p0) * (1 if above else -1), 4), p=float(binomtest(k, n, p0).pvalue))
 
 def selection_components(store: RunStore) -> list[dict]:
-    "C4's components from the selection study: per-image precision of InfoNCE at m vs class_all, random and at n = 1."
+    "C4's components from the selection study: per-image precision of InfoNCE at m (model's descriptions, run's τ) vs class_all, random and at n = 1."
     from selfsynth.select import STUDY
     from selfsynth.stats import paired_permutation
     if not store.path(STUDY).exists(): return [dict(what="concept-selection study", difference=None, p=None)]
-    visible, prec = visible_map(store), {}
-    for r in read_jsonl(store.path(STUDY)):
-        if visible.get(r["id"]) is not None: prec.setdefault((r["method"], r["n"]), {})[r["id"]] = selection_scores(r["selected"], visible[r["id"]])[0]
-    m = max(n for meth, n in prec if meth == "ib")
-    top, out = prec["ib", m], []
-    for (meth, n), what in (((("class_all", m)), "InfoNCE (m) vs class_all"), (("random", m), "InfoNCE (m) vs random"), (("ib", 1), f"InfoNCE ({m}) vs InfoNCE (1)")):
-        other = prec.get((meth, n), {})
+    tau = store.cfg.tau
+    table = study_table(read_jsonl(store.path(STUDY)), visible_map(store), tau=tau)
+    m = max(k[3] for k in table if k[:3] == ("infonce", "model", tau))
+    prec = lambda key: {i: v["precision"] for i, v in table.get(key, {}).items()}
+    top, out = prec(("infonce", "model", tau, m, "rule")), []
+    for key, what in ((("class_all", "model", None, m, "all"), "InfoNCE (m) vs class_all"), (("random", "model", tau, m, "matched"), "InfoNCE (m) vs random"),
+                      (("infonce", "model", tau, 1, "rule"), f"InfoNCE ({m}) vs InfoNCE (1)")):
+        other = prec(key)
         ids = sorted(set(top) & set(other))
         out.append(dict(what=what, **{k: v for k, v in paired_permutation([top[i] for i in ids], [other[i] for i in ids]).items() if k in ("difference", "p")}))
     return out
@@ -535,7 +742,8 @@ def run_device(store: RunStore) -> str:
     return device_name(resolve_device(store.cfg.device))
 
 def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_tau: dict | None = None) -> dict:
-    "`results.json`'s `concept_selection`: curves at each n (n-independent selectors repeated), intervals, by encoder and by τ."
+    """`results.json`'s `concept_selection`: Figure 5's curves at each n (n-independent selectors repeated), intervals, by
+    encoder and by τ; and the extended study — `study`, `study_matched`, `comparisons`, `verdicts` — from `sel.attrs`."""
     out = dict(n_descriptions=[], precision={}, recall={}, precision_ci={}, by_text_encoder={k: None if v[0] is None else round(v[0], 4) for k, v in by_encoder.items()},
                by_tau={f"{t:g}": round(v[0], 4) for t, v in (by_tau or {}).items()})
     if sel is None or not len(sel): return out
@@ -550,6 +758,7 @@ def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_ta
         out["precision"][m] = [f(at(n, "precision")) for n in have]
         out["recall"][m] = [f(at(n, "recall")) for n in have]
         out["precision_ci"][m] = [[f(at(n, "precision_lo")), f(at(n, "precision_hi"))] for n in have]
+    out.update(sel.attrs.get("study_json") or {})  # the extended study (`selection_study_outputs`), when the report made it
     return out
 
 SCHEMA_VERSION = 2
@@ -608,7 +817,7 @@ def comparisons_table(comps: list) -> pd.DataFrame:
 
 NS = (1, 2, 5, 10, 20, 30)  # descriptions per image on Figure 5's axis
 
-def selection_measurements(store: RunStore, ns=NS, direct: bool = True, encoders=()) -> str | None:
+def selection_measurements(store: RunStore, ns=NS, direct: bool = True, encoders=(), perfect: bool = True) -> str | None:
     """Run (or reuse) the stages behind Figure 5, Table 13 and the τ table: the selection study, and the InfoNCE
     selection's precision by text encoder and by τ. Returns why they cannot be measured, else None."""
     from selfsynth.describe import DESCRIPTIONS
@@ -617,7 +826,7 @@ def selection_measurements(store: RunStore, ns=NS, direct: bool = True, encoders
     if not store.path(DESCRIPTIONS).exists(): return f"No {DESCRIPTIONS}: concept selection (Figure 5, Table 13) not reported."
     if not any(v is not None for v in visible_map(store).values()):
         return "The data set has no per-image ground truth: concept-selection precision cannot be measured."
-    selection_study_stage(store, ns, direct=direct)
+    selection_study_stage(store, ns, direct=direct, perfect=perfect)  # perfect: the perfect describer too (embeds m more descriptions per image)
     precision_by_encoder(store, [JUDGE_ENCODER, store.cfg.retriever, *(encoders or [])])
     precision_by_tau(store)
     return None
@@ -628,7 +837,7 @@ def _selection(store: RunStore, ns, direct: bool, encoders, notes: list):
     from selfsynth.evaluate import JUDGE_ENCODER
     if why := selection_measurements(store, ns, direct, encoders):
         notes.append(why); return None, {}
-    sel = concept_selection(read_jsonl(store.path(STUDY)), visible_map(store), store.cfg.seed)
+    sel = concept_selection(read_jsonl(store.path(STUDY)), visible_map(store), store.cfg.seed, store.cfg.tau)
     return sel, precision_by_encoder(store, [JUDGE_ENCODER, store.cfg.retriever, *(encoders or [])])  # stored: read back
 
 def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direct: bool = True) -> dict:
@@ -662,13 +871,16 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
         tables.append(("table13", table13(by_enc), "Table 13 analogue: concept-selection precision by text encoder"))
         by_tau = precision_by_tau(store)
         tables.append(("selection_by_tau", tau_table(by_tau, cfg.tau), f"Concept-selection precision by InfoNCE temperature τ ({cfg.retriever})"))
+        study = selection_study_outputs(store, out)
+        tables += study["tables"]
+        sel.attrs["study_json"] = study["json"]  # plain JSON: results.json's concept_selection takes it from here
     for name, df, caption in tables:
         write_table(df, out, name, caption)
         md += [f"## {caption}", "", to_markdown(df)]
     if results["methods"]:
         accuracy_figure(results, cfg, out / "accuracy_per_round.png")
         md += ["## Accuracy per round", "", "![accuracy per round](accuracy_per_round.png)", ""]
-    if sel is not None: md += ["## Figure 5 analogue", "", "![concept selection](figure5_concept_selection.png)", ""]
+    if sel is not None: md += ["## Figure 5 analogue", "", "![concept selection](figure5_concept_selection.png)", ""] + study["md"]
     examples = example_answers(store, results, n_examples) if results["methods"] else []
     if examples:
         examples_figure(examples, out / "examples.png")
