@@ -7,7 +7,7 @@ Modules:
 - `selfsynth.integrity`: A finished stage's outputs checked against what its manifest recorded (sizes and digests), and the manifest against a seal of its own contents: a damaged artifact is named and recomputed, never silently read.
 - `selfsynth.preflight`: Before the first stage, check every path and service a run will need, and stop within seconds with one line per problem, touching nothing in the run folder.
 - `selfsynth.report`: The paper's tables and figures regenerated from a run folder's artifacts, the paper's numbers beside ours, and `results.json`.
-- `selfsynth.theory`: Four sanity checks of the properties the method relies on — consistency of concept selection, the InfoNCE bound, data processing, best-of-k filtering — each stated as a property, measured, and able to fail.
+- `selfsynth.theory`: Five checks of the properties the method relies on — consistency of concept selection, the InfoNCE bound, the method's own InfoNCE critic, data processing, best-of-k filtering — each stated as a property, measured against a calibrated threshold, and shown to fail on a deliberately broken input (its control).
 - `selfsynth.world`: Procedurally drawn fine-grained birds with expert concept lists and exact per-image ground truth: the offline stand-in for CUB-200 that lets every step of the method run, and be measured, on a CPU."""
 
 __version__ = "0.1.0"

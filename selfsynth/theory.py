@@ -1,5 +1,5 @@
-"""Four sanity checks of the properties the method relies on — consistency of concept selection, the InfoNCE
-bound, data processing, best-of-k filtering — each stated as a property, measured, and able to fail.
+"""Five checks of the properties the method relies on — consistency of concept selection, the InfoNCE
+bound, the method's own InfoNCE critic, data processing, best-of-k filtering — each stated as a property, measured against a calibrated threshold, and shown to fail on a deliberately broken input (its control).
 
 Docs: https://selfsynth.github.io/selfsynth/theory.html.md"""
 
@@ -26,13 +26,15 @@ from .select import SelectionInputs, embed_inputs, select_ib
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'THEOREMS', 'ASSUMPTIONS', 'check_result', 'mean_ci', 'paired_trend',
-           'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions', 'consistency_check',
-           'gaussian_mi', 'gaussian_critic', 'infonce_gaussian', 'infonce_check', 'random_chain', 'count_vectors',
-           'chain_mi', 'data_processing_check', 'best_of_k', 'best_of_k_filtered', 'best_of_k_check',
-           'synthetic_candidates', 'plot_consistency', 'plot_infonce', 'plot_dpi', 'plot_best_of_k', 'plot_check',
-           'skipped', 'run_consistency', 'candidate_rows', 'evaluation_quality', 'run_best_of_k', 'run_theory',
-           'summary', 'show', 'report']
+__all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'THEOREMS', 'ASSUMPTIONS', 'check_result', 'with_control', 'mean_ci',
+           'paired_trend', 'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions',
+           'swap_descriptions', 'consistency_check', 'gaussian_mi', 'gaussian_critic', 'infonce_gaussian',
+           'constant_gaussian_critic', 'infonce_check', 'method_critic_world', 'cosine_critic', 'constant_critic',
+           'infonce_method', 'infonce_method_check', 'random_chain', 'count_vectors', 'chain_mi',
+           'data_processing_check', 'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser',
+           'synthetic_candidates', 'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi',
+           'plot_best_of_k', 'plot_check', 'skipped', 'run_consistency', 'candidate_rows', 'evaluation_quality',
+           'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
 
 # %% ../nbs/22_theory.ipynb #1de9ac3a
 def check_result(id: str, assumption: str, measure: str, measured, threshold, criteria: dict, details: dict) -> dict:
@@ -40,6 +42,14 @@ def check_result(id: str, assumption: str, measure: str, measured, threshold, cr
     return dict(id=id, assumption=assumption, measure=measure, measured=float(measured), threshold=float(threshold),
                 passed=all(bool(v) for v in criteria.values()), criteria={k: bool(v) for k, v in criteria.items()},
                 details=details)
+
+def with_control(result: dict, control: dict | None, what: str) -> dict:
+    """`result` with its negative control: the same check on a deliberately broken input (`what`), which must fail.
+    Adds `control` (what was broken), `control_measured`, `control_passed` and `control_criteria`."""
+    r = dict(result, control=what)
+    if control is None or control.get("skipped"):
+        return r | dict(control_measured=None, control_passed=None, control_criteria=None)
+    return r | dict(control_measured=control["measured"], control_passed=control["passed"], control_criteria=control["criteria"])
 
 # %% ../nbs/22_theory.ipynb #66ab9495
 def mean_ci(a, axis=0, level: float = 0.95):
@@ -129,9 +139,24 @@ def _single_thread():
     try: yield
     finally: torch.set_num_threads(n)
 
+def _auc(scores: dict, visible: set) -> float | None:
+    "P(a visible concept outscores a non-visible one; ties count half), or None when either kind is missing."
+    pos, neg = [s for z, s in scores.items() if z in visible], [s for z, s in scores.items() if z not in visible]
+    if not pos or not neg: return None
+    return float(np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg]))
+
+def swap_descriptions(inp: SelectionInputs, seed: int = 0) -> SelectionInputs:
+    "The control input: every image gets the descriptions of another image (a seeded derangement), its class and Z_c unchanged."
+    n = len(inp.ids)
+    if n < 2: raise ValueError("swap_descriptions: needs at least two images")
+    order = np.random.default_rng(seed).permutation(n)
+    source = np.empty(n, dtype=np.int64); source[order] = np.roll(order, -1)  # image order[k] reads image order[k + 1]: no fixed point
+    new_owner = torch.as_tensor(np.argsort(source))[inp.owner]  # the descriptions of image source[i] now belong to image i
+    return SelectionInputs(inp.ids, inp.labels, inp.desc_emb, new_owner, inp.pos, inp.concepts, inp.concept_emb, inp.label_concepts)
+
 def consistency_check(inp: SelectionInputs, ref: SelectionInputs, visible: dict, ns=tuple(range(1, 31)),
-                      tau: float = 0.1, std: float = 0.4, min_k: int = 3, level: float = 0.5, seed: int = 0) -> dict:
-    "Check that selection from the first n descriptions agrees with the reference selection, increasingly with n."
+                      tau: float = 0.1, std: float = 0.4, min_k: int = 3, seed: int = 0) -> dict:
+    "Check that selection from the first n descriptions agrees with the reference selection above chance, increasingly with n, and separates visible concepts."
     m = int(inp.pos.max()) + 1
     ns = [n for n in ns if n <= m]
     if not ns: raise ValueError("consistency check: no n in `ns` is <= the number of descriptions per image")
@@ -143,29 +168,34 @@ def consistency_check(inp: SelectionInputs, ref: SelectionInputs, visible: dict,
     peers = {i: [j for j in ids if j != i and label_of[j] == label_of[i]] for i in ids}
     agree, prec, chance, agree_other = (np.zeros((len(ids), len(ns))) for _ in range(4))
     for k, n in enumerate(ns):
-        with _single_thread(): sel = {r["id"]: set(r["selected"]) for r in select_ib(inp, tau, std, min_k, first_n=n)}
+        with _single_thread(): rows = {r["id"]: r for r in select_ib(inp, tau, std, min_k, first_n=n)}
         for u, i in enumerate(ids):
-            s = sel[i]
+            s = set(rows[i]["selected"])
             zc = [inp.concepts[j] for j in inp.label_concepts[label_of[i]]]
             agree[u, k] = _jaccard(s, star[i])
             agree_other[u, k] = np.mean([_jaccard(s, star[j]) for j in peers[i]]) if peers[i] else np.nan
             prec[u, k] = len(s & visible[i]) / len(s)
             chance[u, k] = _jaccard(set(rng.choice(zc, size=len(s), replace=False)), star[i])
+    auc = np.array([a for i in ids if (a := _auc(rows[i]["scores"], visible[i])) is not None])
     trend = paired_trend(agree)
     has_peer = np.array([bool(peers[i]) for i in ids])
     if has_peer.sum() < 2: raise ValueError("consistency check: needs at least two classes with two or more images")
     gain = paired_trend(agree[has_peer] - agree_other[has_peer])
+    over, over_h = mean_ci(agree[:, -1] - chance[:, -1])
+    auc_m, auc_h = mean_ci(auc) if len(auc) > 1 else (float("nan"), float("nan"))
     ref_prec = float(np.mean([len(star[i] & visible[i]) / len(star[i]) for i in ids]))
     return check_result(
         "consistency",
         "each description is a noisy view of what is visible in its own image (conditionally independent samples "
         "given the image), so selection from n descriptions converges to selection from the visible concepts",
         f"mean Jaccard agreement of the selection from n = {ns[-1]} descriptions with the selection from the "
-        "ground-truth visible concepts", trend["mean"][-1], level,
-        dict(monotone=not trend["drops"], rises=trend["rise_lo"] > 0, level=trend["mean"][-1] >= level,
-             image_specific=gain["lo"][-1] > 0),
+        "ground-truth visible concepts (threshold: a random subset of the same size, same images)",
+        trend["mean"][-1], float(chance[:, -1].mean()),
+        dict(monotone=not trend["drops"], rises=trend["rise_lo"] > 0, above_chance=over - over_h > 0,
+             image_specific=gain["lo"][-1] > 0, separates=auc_m - auc_h > 0.5),
         dict(ns=ns, agreement=trend, agreement_other_image=mean_ci(agree_other[has_peer])[0].tolist(),
-             own_minus_other=gain, chance=mean_ci(chance)[0].tolist(), precision=paired_trend(prec),
+             own_minus_other=gain, chance=mean_ci(chance)[0].tolist(), above_chance=[float(over - over_h), float(over + over_h)],
+             auc=float(auc_m), auc_ci=[float(auc_m - auc_h), float(auc_m + auc_h)], precision=paired_trend(prec),
              reference_precision=ref_prec, images=len(ids), tau=tau))
 
 # %% ../nbs/22_theory.ipynb #2510969c
@@ -203,6 +233,10 @@ def infonce_gaussian(rho: float, dim: int, n: int, batches: int, rng, critic=Non
 # %% ../nbs/22_theory.ipynb #997e7b90
 GAUSSIAN_SETTINGS = ((0.8, 1), (0.95, 2), (0.9, 20))
 
+def constant_gaussian_critic(x, y, rho: float):
+    "A critic that ignores its input: the control of the InfoNCE check (its estimate is exactly 0)."
+    return np.zeros((x.shape[0], x.shape[1], y.shape[1]))
+
 def infonce_check(settings=GAUSSIAN_SETTINGS, ns=tuple(2 ** k for k in range(1, 11)), samples: int = 2 ** 14,
                   seed: int = 0, critic=None, negatives: str = "marginal", tol: float = 0.1, z: float = 3.0) -> dict:
     "Check that InfoNCE stays below the true MI of Gaussian pairs and approaches min(MI, log N) as N grows."
@@ -227,6 +261,57 @@ def infonce_check(settings=GAUSSIAN_SETTINGS, ns=tuple(2 ** k for k in range(1, 
         dict(bound=worst_z <= z, tight=max(gaps) <= tol, monotone=monotone),
         dict(ns=list(ns), curves=curves, max_z_above_mi=worst_z, negatives=negatives,
              critic=getattr(critic, "__name__", "optimal") if critic else "optimal"))
+
+# %% ../nbs/22_theory.ipynb #47c1070d
+def method_critic_world(seed: int = 0, concepts: int = 16, dim: int = 32, shared: float = 0.4, paraphrase: float = 0.8,
+                        eps: float = 0.3) -> dict:
+    "Concept and mention embeddings [K, dim], p(d | z) [K, K] and the exact I(Z;D) (nats) of the discrete description world."
+    rng = np.random.default_rng(seed)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    common = unit(rng.standard_normal(dim))
+    z = unit(math.sqrt(shared) * common + math.sqrt(1 - shared) * unit(rng.standard_normal((concepts, dim))))
+    d = unit(math.sqrt(paraphrase) * z + math.sqrt(1 - paraphrase) * unit(rng.standard_normal((concepts, dim))))
+    p = (1 - eps) * np.eye(concepts) + eps / concepts
+    mi = math.log(concepts) + float(xlogy(p, p).sum(1).mean())  # Z uniform, D uniform: log K - H(D|Z)
+    return dict(z=z, d=d, p=p, mi=mi, eps=eps)
+
+def cosine_critic(d, z, tau: float):
+    "The method's critic for every (description j, concept i) of a batch: d, z [B, N, dim] -> [B, N, N] = <d_j, z_i> / tau."
+    return d @ np.swapaxes(z, 1, 2) / tau
+
+def constant_critic(d, z, tau: float):
+    "A critic that ignores its input (the control)."
+    return np.zeros((d.shape[0], d.shape[1], z.shape[1]))
+
+def infonce_method(world: dict, tau: float, n: int, batches: int, rng, critic=None) -> np.ndarray:
+    "One InfoNCE estimate per batch of `n` pairs, with description negatives and `critic` (default: cosine / tau)."
+    K = len(world["z"])
+    zi = rng.integers(K, size=(batches, n))
+    di = np.where(rng.random((batches, n)) < 1 - world["eps"], zi, rng.integers(K, size=(batches, n)))
+    f = (critic or cosine_critic)(world["d"][di], world["z"][zi], tau)  # [B, j, i]
+    return (np.diagonal(f, axis1=1, axis2=2) - _logmeanexp(f, axis=1)).mean(1)
+
+def infonce_method_check(tau: float = 0.1, ns=tuple(2 ** k for k in range(1, 11)), samples: int = 2 ** 14, seed: int = 0,
+                         critic=None, tol: float = 0.25, z: float = 3.0, **world) -> dict:
+    "Check that InfoNCE with the method's critic (cosine / tau, description negatives) gets within `tol` of the known I(Z;D)."
+    w = method_critic_world(seed, **world)
+    rng = np.random.default_rng(seed + 1)
+    est, se = [], []
+    for n in ns:
+        b = infonce_method(w, tau, n, max(16, samples // n), rng, critic)
+        est.append(float(b.mean())); se.append(float(b.std(ddof=1) / math.sqrt(len(b))))
+    est, se = np.array(est), np.array(se)
+    target = min(w["mi"], math.log(ns[-1]))
+    gap = abs(target - est[-1]) / target
+    return check_result(
+        "infonce_method",
+        "the method's critic, cosine similarity of text embeddings over τ with descriptions as negatives, is close "
+        "to the log density ratio of concepts and descriptions",
+        f"relative gap |min(I, log N) - InfoNCE| / min(I, log N) at N = {ns[-1]}, τ = {tau:g}", gap, tol,
+        dict(bound=bool(((est - w["mi"]) / np.maximum(se, 1e-12)).max() <= z), rises=est[-1] > est[0] + z * math.hypot(se[-1], se[0]),
+             tight=gap <= tol),
+        dict(ns=list(ns), est=est.tolist(), se=se.tolist(), mi=w["mi"], tau=tau,
+             critic=getattr(critic, "__name__", "cosine_critic") if critic else "cosine_critic"))
 
 # %% ../nbs/22_theory.ipynb #85c4e722
 def random_chain(rng, states: int = 6, tokens: int = 4, concepts: int = 6, leak: float = 0.0) -> dict:
@@ -368,6 +453,15 @@ def best_of_k_check(rows, kept=None, min_group: int = 2) -> dict:
         f"mean gain in grounded precision of the best-of-{K} answer over a random pick", trend["rise"], 0.0,
         criteria, details)
 
+def random_chooser(rows, seed: int = 0) -> list[dict]:
+    "The control of best-of-k: the candidate rows with their scores shuffled within each query (a chooser that ignores r(b))."
+    rng, groups = np.random.default_rng(seed), {}
+    for i, r in enumerate(rows): groups.setdefault(r["group"], []).append(i)
+    out = [dict(r) for r in rows]
+    for idx in groups.values():
+        for i, j in zip(idx, rng.permutation(idx)): out[i]["score"] = rows[j]["score"]
+    return out
+
 # %% ../nbs/22_theory.ipynb #4dc3e97b
 def synthetic_candidates(seed: int = 0, queries: int = 200, k: int = 3, coupling: float = 1.0, noise: float = 0.3,
                          p_correct: float = 0.7, label_filter: bool = True) -> tuple:
@@ -415,6 +509,15 @@ def plot_infonce(r, ax):
            ylim=(0, max(np.log(ns[-1]), max(min(c["mi"], 9) for c in d["curves"])) * 1.1))
     ax.text(0.02, 0.97, "dashed: true I(X;Y)", transform=ax.transAxes, va="top", fontsize=8)
 
+def plot_infonce_method(r, ax):
+    d = r["details"]
+    ns, est, se = np.array(d["ns"]), np.array(d["est"]), np.array(d["se"])
+    ax.plot(ns, est, marker="o", ms=3, label=f"InfoNCE, cosine / τ critic (τ = {d['tau']:g})")
+    ax.fill_between(ns, est - 2 * se, est + 2 * se, alpha=0.2)
+    ax.axhline(d["mi"], color="k", ls="--", lw=0.8, label="true I(Z;D)")
+    ax.plot(ns, np.log(ns), "k:", label="log N")
+    ax.set(xscale="log", xlabel="batch size N (log scale)", ylabel="nats", ylim=(min(0, est.min() * 1.1), max(d["mi"], 1) * 1.6))
+
 def plot_dpi(r, axes):
     d = r["details"]
     ex = d["example"]
@@ -446,7 +549,7 @@ def plot_check(r):
         plot_dpi(r, axes); _title(axes[1], r); axes[1].legend(fontsize=7)
     else:
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        dict(consistency=plot_consistency, infonce_bound=plot_infonce, best_of_k=plot_best_of_k)[r["id"]](r, ax)
+        dict(consistency=plot_consistency, infonce_bound=plot_infonce, infonce_method=plot_infonce_method, best_of_k=plot_best_of_k)[r["id"]](r, ax)
         _title(ax, r); ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -457,6 +560,7 @@ THEOREMS = "report/theorems.json"
 ASSUMPTIONS = dict(
     consistency="each description is a noisy view of what is visible in its own image",
     infonce_bound="negatives are i.i.d. draws from the marginal; the critic is the log density ratio",
+    infonce_method="the method's critic (cosine / τ, description negatives) is close to the log density ratio",
     data_processing="descriptions depend on the concepts only through the image (Z → X → D)",
     best_of_k="the answer score r(b) is informative about the grounding of an answer; the label filter is applied")
 
@@ -464,7 +568,7 @@ def skipped(id: str, reason: str) -> dict:
     "The result of a check that does not apply to this run."
     log.info(f"theory check {id}: skipped ({reason})")
     return dict(id=id, assumption=ASSUMPTIONS[id], measure=None, measured=None, threshold=None, passed=None,
-                skipped=reason)
+                skipped=reason, control=None, control_measured=None, control_passed=None)
 
 def _open(run) -> RunStore:
     if isinstance(run, RunStore): return run
@@ -482,7 +586,7 @@ def _run_embed_fn(store: RunStore):
     enc = _encoder(store.cfg.retriever, store.cfg.device)
     return lambda texts: embed_texts(enc, texts)
 
-def run_consistency(store: RunStore, ns=tuple(range(1, 31)), level: float = 0.5, embed_fn=None) -> dict:
+def run_consistency(store: RunStore, ns=tuple(range(1, 31)), embed_fn=None) -> dict:
     "Check 1 on a run's descriptions and ground truth (skipped when either is missing)."
     records = _records(store)
     if not any(r.visible for r in records): return skipped("consistency", "no per-image ground truth (`visible`) in the manifest")
@@ -494,7 +598,9 @@ def run_consistency(store: RunStore, ns=tuple(range(1, 31)), level: float = 0.5,
     stored = None if embed_fn else load_selection_inputs(store)[0]  # the vectors the selection used
     inp, ref, visible = consistency_inputs(read_jsonl(store.path(DESCRIPTIONS)), records, concepts,
                                            embed_fn or _run_embed_fn(store), object_noun(cfg.dataset), stored)
-    return consistency_check(inp, ref, visible, ns, cfg.tau, cfg.select_std, cfg.select_min, level, cfg.seed)
+    args = (ref, visible, ns, cfg.tau, cfg.select_std, cfg.select_min, cfg.seed)
+    return with_control(consistency_check(inp, *args), consistency_check(swap_descriptions(inp, cfg.seed), *args),
+                        "every image given another image's descriptions")
 
 # %% ../nbs/22_theory.ipynb #729ee170
 def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours", max_queries: int | None = 1000) -> tuple:
@@ -558,7 +664,7 @@ def run_best_of_k(store: RunStore, quality_fn=None, correct_fn=None, method: str
         return skipped("best_of_k", "no candidate answer makes a feature claim: grounded precision is undefined")
     r = best_of_k_check(rows, kept if kept else None)
     r["details"]["rounds"] = rounds
-    return r
+    return with_control(r, best_of_k_check(random_chooser(rows, store.cfg.seed)), "a chooser that ignores the score (scores shuffled within each query)")
 
 # %% ../nbs/22_theory.ipynb #f22fb591
 def run_theory(run, quick: bool = False, embed_fn=None, quality_fn=None, figures: bool = True) -> list[dict]:
@@ -568,8 +674,12 @@ def run_theory(run, quick: bool = False, embed_fn=None, quality_fn=None, figures
     mc = dict(ns=(1, 2, 5, 10, 20, 30), infonce=dict(ns=(2, 16, 128), samples=2 ** 12),
               dpi=dict(n_chains=10, ns=(1, 3, 10, 30))) if quick else dict(ns=tuple(range(1, 31)), infonce={}, dpi={})
     results = [run_consistency(store, mc["ns"], embed_fn=embed_fn),
-               infonce_check(seed=seed, **mc["infonce"]),
-               data_processing_check(seed=seed, **mc["dpi"]),
+               with_control(infonce_check(seed=seed, **mc["infonce"]), infonce_check(seed=seed, critic=constant_gaussian_critic, **mc["infonce"]),
+                            "a critic that ignores its input (constant)"),
+               with_control(infonce_method_check(store.cfg.tau, seed=seed, **mc["infonce"]),
+                            infonce_method_check(store.cfg.tau, seed=seed, critic=constant_critic, **mc["infonce"]), "a critic that ignores its input (constant)"),
+               with_control(data_processing_check(seed=seed, **mc["dpi"]), data_processing_check(seed=seed, leak=0.8, **mc["dpi"]),
+                            "descriptions that read concept 0 directly, beyond the image (leak 0.8)"),
                run_best_of_k(store, quality_fn)]
     write_json(store.path(THEOREMS), results)
     if figures:
@@ -582,11 +692,14 @@ def run_theory(run, quick: bool = False, embed_fn=None, quality_fn=None, figures
 
 def summary(results) -> str:
     "A Markdown table of check results."
-    lines = ["| check | measured | threshold | passed | assumption |", "|---|---|---|---|---|"]
+    lines = ["| check | measured | threshold | passed | control (must fail) | control measured | control passed | assumption |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         verdict = "skipped: " + r["skipped"] if r.get("skipped") else ("**pass**" if r["passed"] else "**FAIL**")
         num = lambda v: "—" if v is None else f"{v:.4g}"
-        lines.append(f"| {r['id']} | {num(r['measured'])} | {num(r['threshold'])} | {verdict} | {r['assumption']} |")
+        cp = {None: "—", True: "**passed (bad)**", False: "failed (good)"}[r.get("control_passed")]
+        lines.append(f"| {r['id']} | {num(r['measured'])} | {num(r['threshold'])} | {verdict} | {r.get('control') or '—'} | "
+                     f"{num(r.get('control_measured'))} | {cp} | {r['assumption']} |")
     return "\n".join(lines)
 
 def show(r) -> None:
@@ -604,4 +717,6 @@ def report(r) -> str:
     if r.get("skipped"): return f"**{r['id']}** — skipped: {r['skipped']}.\n\nAssumption: {r['assumption']}."
     crit = ", ".join(f"{k} {'✓' if v else '✗'}" for k, v in r["criteria"].items())
     return (f"**{r['id']}** — **{'PASS' if r['passed'] else 'FAIL'}**\n\n- assumption: {r['assumption']}\n"
-            f"- measured: {r['measure']} = **{r['measured']:.4g}** (threshold {r['threshold']:.4g})\n- criteria: {crit}")
+            f"- measured: {r['measure']} = **{r['measured']:.4g}** (threshold {r['threshold']:.4g})\n- criteria: {crit}"
+            + (f"\n- control ({r['control']}): measured {r['control_measured']:.4g}, "
+               f"{'passed — the check cannot tell' if r['control_passed'] else 'failed, as it must'}" if r.get("control_measured") is not None else ""))

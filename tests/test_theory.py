@@ -1,7 +1,7 @@
 "Tests of the theory checks: each passes on its defaults and fails when its assumption is broken on purpose."
 import itertools, json, math
 import numpy as np
-import pytest
+import pytest, torch
 from scipy.special import xlogy
 from selfsynth.config import preset
 from selfsynth.data import write_manifest, write_concepts
@@ -41,6 +41,30 @@ def test_infonce_never_exceeds_log_n():
 def test_infonce_fails_when_assumption_broken(kw, broken):
     r = T.infonce_check(**FAST, **kw)
     assert not r["passed"] and not r["criteria"][broken]
+
+def test_infonce_control_critic_fails():
+    r = T.with_control(T.infonce_check(**FAST), T.infonce_check(**FAST, critic=T.constant_gaussian_critic), "constant critic")
+    assert r["passed"] and r["control_passed"] is False and r["control_measured"] == 1.0 and r["control"] == "constant critic"
+
+# --- check 2b: InfoNCE with the method's critic ---------------------------------------------------------------
+
+def test_method_critic_world_mi_is_exact():
+    w = T.method_critic_world(concepts=4, eps=0.0)
+    assert w["mi"] == pytest.approx(math.log(4))  # descriptions name their concept: I = H(Z)
+    w = T.method_critic_world(concepts=4, eps=1.0)
+    assert w["mi"] == pytest.approx(0, abs=1e-12)  # descriptions ignore their concept
+    w = T.method_critic_world(concepts=5, eps=0.3)
+    p = w["p"]
+    joint = p / 5
+    assert w["mi"] == pytest.approx(float((joint * np.log(joint / (joint.sum(0) * joint.sum(1)[:, None]))).sum()))
+
+def test_method_critic_tight_at_run_tau_and_control_fails():
+    fast = dict(ns=(2, 16, 128, 1024), samples=2 ** 12)
+    r = T.infonce_method_check(0.1, **fast)
+    assert r["passed"], r["criteria"]
+    c = T.infonce_method_check(0.1, critic=T.constant_critic, **fast)
+    assert not c["passed"] and c["measured"] == 1.0 and not c["criteria"]["tight"]
+    assert not T.infonce_method_check(0.01, **fast)["passed"]  # cosine / 0.01 overshoots the log ratio: far from tight
 
 # --- check 3: data processing -------------------------------------------------------------------------------
 
@@ -102,7 +126,25 @@ def test_consistency_passes_when_descriptions_view_the_image():
 def test_consistency_fails_when_descriptions_ignore_the_image():
     rows, recs, cons, embed_fn = T.synthetic_descriptions(ignore_image=True)
     r = T.consistency_check(*T.consistency_inputs(rows, recs, cons, embed_fn), ns=NS)
-    assert not r["passed"] and not r["criteria"]["image_specific"] and not r["criteria"]["level"]
+    assert not r["passed"] and not r["criteria"]["image_specific"] and not r["criteria"]["above_chance"]
+
+def test_consistency_threshold_is_chance_and_control_fails():
+    "The threshold is the agreement of a random subset of the same size; another image's descriptions fail the check."
+    rows, recs, cons, embed_fn = T.synthetic_descriptions()
+    inp, ref, visible = T.consistency_inputs(rows, recs, cons, embed_fn)
+    r = T.consistency_check(inp, ref, visible, ns=NS)
+    assert r["threshold"] == pytest.approx(r["details"]["chance"][-1]) and r["measured"] > r["threshold"]
+    assert r["criteria"]["separates"] and r["details"]["auc_ci"][0] > 0.5
+    swapped = T.swap_descriptions(inp, seed=3)
+    assert sorted(swapped.owner.tolist()) == sorted(inp.owner.tolist())
+    assert all(not torch.equal(swapped.desc_emb[swapped.owner == i], inp.desc_emb[inp.owner == i]) for i in range(len(inp.ids)))
+    c = T.consistency_check(swapped, ref, visible, ns=NS)
+    assert not c["passed"] and not c["criteria"]["above_chance"] and not c["criteria"]["separates"]
+    assert c["details"]["auc"] < r["details"]["auc"] - 0.2
+
+def test_auc():
+    assert T._auc({"a": 3.0, "b": 1.0, "c": 2.0}, {"a", "c"}) == 1.0
+    assert T._auc({"a": 1.0, "b": 1.0}, {"a"}) == 0.5 and T._auc({"a": 1.0}, {"a"}) is None
 
 def test_consistency_reference_is_the_perfect_description():
     rows, recs, cons, embed_fn = T.synthetic_descriptions()
@@ -150,6 +192,13 @@ def test_best_of_k_passes_when_score_tracks_grounding():
 def test_best_of_k_fails_when_score_ignores_grounding():
     r = T.best_of_k_check(*T.synthetic_candidates(coupling=0.0))
     assert not r["passed"] and not r["criteria"]["rises"]
+
+def test_best_of_k_random_chooser_control_fails():
+    rows, kept = T.synthetic_candidates()
+    shuffled = T.random_chooser(rows, seed=0)
+    assert sorted(r["score"] for r in shuffled) == sorted(r["score"] for r in rows) and [r["quality"] for r in shuffled] == [r["quality"] for r in rows]
+    c = T.best_of_k_check(shuffled)
+    assert T.best_of_k_check(rows, kept)["passed"] and not c["passed"] and not c["criteria"]["rises"]
 
 def test_best_of_k_fails_without_label_filter():
     r = T.best_of_k_check(*T.synthetic_candidates(label_filter=False))
@@ -200,12 +249,13 @@ def test_run_theory_writes_theorems(tmp_path):
     store, embed_fn = _fake_run(tmp_path, with_candidates=True)
     results = T.run_theory(store, quick=True, embed_fn=embed_fn, quality_fn=_quality)
     saved = read_json(store.path(T.THEOREMS))
-    assert [r["id"] for r in saved] == ["consistency", "infonce_bound", "data_processing", "best_of_k"]
-    for r in saved:  # the `theorems` shape of RESULTS.md
-        assert {"id", "assumption", "measured", "threshold", "passed"} <= set(r)
+    assert [r["id"] for r in saved] == ["consistency", "infonce_bound", "infonce_method", "data_processing", "best_of_k"]
+    for r in saved:  # the `theorems` shape of results.json
+        assert {"id", "assumption", "measured", "threshold", "passed", "control_measured", "control_passed"} <= set(r)
         assert r["passed"] is True, (r["id"], r.get("criteria"))
+        assert r["control_passed"] is False, (r["id"], r.get("control_criteria"))  # every control fails
         assert store.path(f"report/theory_{r['id']}.png").stat().st_size > 1000
-    assert saved[3]["details"]["rounds"] == [2] and saved[3]["details"]["kept_correct"] == 1.0
+    assert saved[4]["details"]["rounds"] == [2] and saved[4]["details"]["kept_correct"] == 1.0
     assert json.loads(json.dumps(results)) == saved
 
 def test_run_theory_best_of_k_fails_on_ungrounded_scores(tmp_path):
@@ -216,8 +266,8 @@ def test_run_theory_best_of_k_fails_on_ungrounded_scores(tmp_path):
 def test_run_theory_skips_what_does_not_apply(tmp_path):
     store, embed_fn = _fake_run(tmp_path, with_candidates=False)
     results = T.run_theory(store, quick=True, embed_fn=embed_fn, quality_fn=_quality, figures=False)
-    r4 = results[3]
-    assert r4["passed"] is None and "candidates" in r4["skipped"]
+    r4 = results[4]
+    assert r4["passed"] is None and "candidates" in r4["skipped"] and r4["control_passed"] is None
     empty = RunStore(tmp_path / "empty", preset("quick"))
     r1 = T.run_consistency(empty)
     assert r1["passed"] is None and "visible" in r1["skipped"]
