@@ -39,8 +39,9 @@ docs: install
 readme: install
 	$(VENV)/bin/jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN
 
+# JupyterLab refuses to run as root without --allow-root (containers and CI machines run as root)
 lab: install
-	$(VENV)/bin/jupyter lab nbs
+	$(VENV)/bin/jupyter lab nbs $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean:
 	rm -rf _docs _proc runs/quick
