@@ -20,11 +20,11 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'ACCURACY_RULE', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAIMS', 'JUDGE_SYSTEM', 'CORRUPTIONS', 'EVAL_FIELDS',
            'DESCRIPTION_PRECISION', 'is_correct', 'split_claims', 'ConceptMatcher', 'text_encoder', 'verdict',
-           'states_something', 'LexiconJudge', 'EncoderJudge', 'make_judge', 'calibration_probes', 'calibrate',
-           'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict', 'LLMJudge', 'llm_judge_from_env',
-           'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'corrupt', 'fluency_check',
-           'explain_query', 'eval_path', 'test_records', 'device_name', 'summarise', 'model_ref', 'evaluate_stage',
-           'description_precision', 'description_precision_stage', 'base_model_properties']
+           'states_something', 'LexiconJudge', 'EncoderJudge', 'judge_is_retriever', 'make_judge', 'calibration_probes',
+           'calibrate', 'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict', 'LLMJudge',
+           'llm_judge_from_env', 'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'corrupt',
+           'fluency_check', 'explain_query', 'eval_path', 'test_records', 'device_name', 'summarise', 'model_ref',
+           'evaluate_stage', 'description_precision', 'description_precision_stage', 'base_model_properties']
 
 # %% ../nbs/20_evaluate.ipynb #9ec0a6f5
 from .synthesize import normalize_label, contains_label, LabelFinder, label_finder, names_label
@@ -188,12 +188,16 @@ class EncoderJudge:
             out.append(verdict(a, claims, self.finder, self.matcher.concepts[l], None if vis is None else set(vis).__contains__))
         return out
 
+def judge_is_retriever(cfg: RunConfig) -> str | None:
+    "Why the offline encoder judge may not grade a run (its encoder is the run's retriever), or None."
+    if cfg.dataset == "mini" or not (cfg.retriever == JUDGE_ENCODER or Path(cfg.retriever).name == JUDGE_ENCODER): return None
+    return (f"config key 'retriever' is {cfg.retriever!r}, the offline judge's encoder: the judge must not be the training "
+            "signal (use judge=llm, or another retriever)")
+
 def make_judge(cfg: RunConfig, concepts: dict, device: str | None = None):
     "The offline judge of a run: exact in the mini world, else the encoder judge (refused when it is the retriever)."
     if cfg.dataset == "mini": return LexiconJudge(concepts)
-    if Path(cfg.retriever).name == JUDGE_ENCODER or cfg.retriever == JUDGE_ENCODER:
-        raise ConfigError(f"config key 'retriever' is {cfg.retriever!r}, the offline judge's encoder: the judge must not be "
-                          "the training signal (use judge=llm, or another retriever)")
+    if why := judge_is_retriever(cfg): raise ConfigError(why)
     return EncoderJudge(ConceptMatcher(text_encoder(JUDGE_ENCODER, device or cfg.device), concepts))
 
 # %% ../nbs/20_evaluate.ipynb #2f614d08

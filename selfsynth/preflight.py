@@ -172,8 +172,10 @@ def data_problems(cfg: RunConfig, max_lines: int = 10, workers: int = 8) -> list
     return out
 
 def judge_problems(cfg: RunConfig, timeout: float = 10.0) -> list[str]:
-    "With `judge=llm`: whether the endpoint of the environment answers one short chat request."
-    if cfg.judge != "llm": return []
+    "The judge can grade the run: the offline one is not the retriever; with `judge=llm`, the endpoint answers one short request."
+    if cfg.judge != "llm":
+        from selfsynth.evaluate import judge_is_retriever
+        return [f"judge: {why}"] if (why := judge_is_retriever(cfg)) else []
     from selfsynth.data import LLMEndpoint, LLMError, chat
     try:
         ep = LLMEndpoint.from_env(timeout=timeout, retries=0, max_time=timeout)

@@ -29,12 +29,26 @@ def run_cli(argv, run, capsys):
     return code, err, time.perf_counter() - t0
 
 
-def test_good_configs_pass_and_touch_nothing(tmp_path, chest):
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory):
+    "A tiny random sentence-transformers encoder (benchmarks/paper_round.py's): a retriever that is not the offline judge."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("paper_round", Path(__file__).resolve().parent.parent / "benchmarks/paper_round.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    folder = tmp_path_factory.mktemp("retriever") / "encoder"
+    mod.build_encoder(folder, "tiny")
+    return str(folder)
+
+
+def test_good_configs_pass_and_touch_nothing(tmp_path, chest, retriever):
     assert preflight(preset("quick", run_dir=str(tmp_path / "run"))) == []
     root, concepts = chest
     cfg = preset("chest-xray", data_root=str(root), concepts=str(concepts), model="data/mini-llava",
-                 retriever="all-MiniLM-L6-v2", run_dir=str(tmp_path / "run2"))
+                 retriever=retriever, run_dir=str(tmp_path / "run2"))
     assert preflight(cfg) == []
+    assert preflight(cfg.replace(retriever="all-MiniLM-L6-v2")) == [  # the offline judge would grade with the retriever
+        "judge: config key 'retriever' is 'all-MiniLM-L6-v2', the offline judge's encoder: the judge must not be the training "
+        "signal (use judge=llm, or another retriever)"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
 
 
@@ -61,14 +75,14 @@ def test_broken_model_or_retriever_is_one_line_exit_2(tmp_path, capsys, monkeypa
     assert code == 2 and len(err) == 1 and err[0].startswith("selfsynth: preflight: ") and want in err[0], err
 
 
-def test_data_problems_concepts_and_images(tmp_path, capsys, chest):
+def test_data_problems_concepts_and_images(tmp_path, capsys, chest, retriever):
     root, concepts = chest
     recs = load_chest_xray(root)
     bad = [r for r in recs if r.label == "normal" and r.split == "train"]
     Path(bad[0].image).write_bytes(b"\xff\xd8\xff not really a jpeg")  # garbage
     Path(bad[1].image).write_bytes(Path(bad[1].image).read_bytes()[:-40])  # cut short: no end-of-image marker
     write_concepts({"normal": ["clear lungs", "sharp diaphragm", "no opacity"]}, tmp_path / "partial.json")
-    argv = ["reproduce", "--preset", "chest-xray", "--model", "data/mini-llava", "--retriever", "all-MiniLM-L6-v2",
+    argv = ["reproduce", "--preset", "chest-xray", "--model", "data/mini-llava", "--retriever", retriever,
             "--data-root", str(root), "--set", f"concepts={tmp_path / 'partial.json'}"]
     code, err, _ = run_cli(argv, tmp_path / "run", capsys)
     assert code == 2 and len(err) == 3, err
