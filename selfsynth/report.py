@@ -25,13 +25,13 @@ __all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 
            'paper_dataset', 'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex',
            'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci',
            'selection_scores', 'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table',
-           'selection_study', 'selection_comparisons', 'selection_verdicts', 'selection_study_figure',
-           'study_summary_table', 'comparisons_selection_table', 'verdict_lines', 'study_json',
-           'selection_study_outputs', 'visible_map', 'figure5', 'encoder_precision_stage', 'precision_by_encoder',
-           'precision_by_tau', 'tau_table', 'table13', 'paired_test', 'comparisons', 'selection_components',
-           'claim_components', 'accuracy_figure', 'example_answers', 'examples_figure', 'examples_markdown', 'timing',
-           'git_commit', 'run_device', 'concept_selection_json', 'package_versions', 'results_json', 'claims_table',
-           'comparisons_table', 'selection_measurements', 'build_report']
+           'selection_study', 'selection_comparisons', 'selection_verdicts', 'choose_selector',
+           'selection_study_figure', 'study_summary_table', 'comparisons_selection_table', 'verdict_lines',
+           'study_json', 'selection_study_outputs', 'visible_map', 'figure5', 'encoder_precision_stage',
+           'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test', 'comparisons',
+           'selection_components', 'claim_components', 'accuracy_figure', 'example_answers', 'examples_figure',
+           'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json', 'package_versions',
+           'results_json', 'claims_table', 'comparisons_table', 'selection_measurements', 'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -381,6 +381,22 @@ def selection_verdicts(comps: list, alpha: float = 0.05) -> dict:
         elif c["difference"] > 0: v[f"beats_{c['b']}"].append(c["a"])
     return out
 
+def choose_selector(table: dict, tau: float, metric: str = "precision", describer: str = "model", seed: int = 0) -> dict:
+    """The non-reference selector with the best mean `metric` at InfoNCE's set size (all m descriptions, τ = `tau`) on a
+    seeded half of the images, and every candidate's mean on the other half, where the choice is reported (issue 18's
+    `ours_<selector>`)."""
+    m = max(k[3] for k in table if k[0] == "infonce" and k[1] == describer and k[2] == tau)
+    ids = sorted(table[("infonce", describer, tau, m, "rule")])
+    half = set(np.random.default_rng(seed).permutation(ids)[: len(ids) // 2].tolist())
+    cands = {a: per for a in ("infonce", "infonce_image", "infonce_other_class", "cosine") if (per := _matched(table, a, describer, tau, m))}
+    def mean(per, chosen_half):
+        v = [x[metric] for i, x in per.items() if (i in half) == chosen_half and x[metric] is not None]
+        return round(float(np.mean(v)), 4) if v else None
+    choice = {a: mean(per, True) for a, per in cands.items()}
+    best = max(choice, key=lambda a: -1 if choice[a] is None else choice[a])
+    return dict(metric=metric, describer=describer, tau=tau, n=m, chosen=best, choice_half=choice,
+                report_half={a: mean(per, False) for a, per in cands.items()}, images=[len(half), len(ids) - len(half)])
+
 # %% ../nbs/21_report.ipynb #4f36398f
 _COLOURS = dict(infonce="C0", infonce_image="C4", infonce_other_class="C5", cosine="C1", class_all="C2", random="C7", vlm_direct="C3")
 
@@ -477,9 +493,13 @@ def selection_study_outputs(store: RunStore, out_dir) -> dict:
                "(rule: its own; matched: InfoNCE's), τ and describer (model: the base model's descriptions; perfect: the ground truth in its wording)"),
               ("selection_comparisons", comparisons_selection_table(comps), f"Concept selection, paired over the same images "
                f"(τ = {cfg.tau:g}, all m descriptions, selectors at InfoNCE's set size; a - b; Holm over the list)")]
-    md = ["## Concept selection by selector and describer (Holm-adjusted p < 0.05, precision)", "", *verdict_lines(verdicts), "",
-          "![selection study](selection_study.png)", ""]
-    return dict(tables=tables, md=md, json=study_json(frame, comps, verdicts), frame=frame, comparisons=comps, verdicts=verdicts)
+    choice = {k: choose_selector(table, cfg.tau, k, seed=cfg.seed) for k in ("precision", "precision_specific")}
+    md = ["## Concept selection by selector and describer (Holm-adjusted p < 0.05, precision)", "", *verdict_lines(verdicts)]
+    md += [f"- chosen on half the images by {c['metric']} at InfoNCE's set size: **{c['chosen']}** "
+           f"({c['choice_half'][c['chosen']]:.3f}; on the other half {c['report_half'][c['chosen']]:.3f})" for c in choice.values()]
+    md += ["", "![selection study](selection_study.png)", ""]
+    js = study_json(frame, comps, verdicts) | dict(choice=choice)
+    return dict(tables=tables, md=md, json=js, frame=frame, comparisons=comps, verdicts=verdicts, choice=choice)
 
 # %% ../nbs/21_report.ipynb #8dabf03b
 def visible_map(store: RunStore, split: str = "train") -> dict:

@@ -75,6 +75,11 @@ def test_scored_compared_and_keyed(study):
     assert set(cell) >= {"precision", "precision_specific", "recall", "non_visual_share", "set_size", "ci"}
     assert j["study"]["class_all"]["model"]["1"]["2"] == j["study"]["class_all"]["model"]["0.3"]["6"]  # repeated over τ and n
     assert j["study_matched"]["random"]["model"]["0.1"]["6"]["set_size"] == j["study"]["infonce"]["model"]["0.1"]["6"]["set_size"]
+    from selfsynth.report import choose_selector
+    ch = choose_selector(table, store.cfg.tau, "precision")
+    assert ch["chosen"] in ("infonce", "infonce_image", "infonce_other_class", "cosine") and sum(ch["images"]) == len(train)
+    assert ch["choice_half"][ch["chosen"]] == max(v for v in ch["choice_half"].values() if v is not None)
+    assert choose_selector(table, store.cfg.tau, "precision", seed=1)["report_half"] != ch["report_half"]  # another half
     c4 = selection_components(store)
     assert [c["what"] for c in c4] == ["InfoNCE (m) vs class_all", "InfoNCE (m) vs random", "InfoNCE (6) vs InfoNCE (1)"]
     assert all(c["p"] is not None for c in c4)
