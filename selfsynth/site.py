@@ -256,8 +256,9 @@ def _update_block(path, text: str, start="<!-- results:start -->", end="<!-- res
     return False
 
 def publish_results(run_dir, figures: str | Path = "figures", page: str | Path = "nbs/50_results.ipynb",
-                    index: str | Path | None = "nbs/index.ipynb") -> Path:
-    "Copy `run_dir`'s report figures to `figures/`, write the results page from its tables, and the claims into `index`'s results block."
+                    index: str | Path | None = "nbs/index.ipynb", note: str | None = None) -> Path:
+    """Copy `run_dir`'s report figures to `figures/`, write the results page from its tables, and the claims into `index`'s
+    results block. `note`: how the run was made (commands, commits), printed under the run's line."""
     import nbformat
     rep, figures = Path(run_dir) / "report", Path(figures)
     res = json.loads((rep / "results.json").read_text())
@@ -272,7 +273,8 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
         f"{res['dataset'].get('train')} train / {res['dataset'].get('test')} test images), training seeds "
         f"{', '.join(map(str, res.get('seeds', [res['seed']])))} (world seed {res.get('world_seed')}), device "
         f"`{res['device']}`, commit `{str(res.get('git_commit'))[:10]}`, created {res['created']}. Columns labelled "
-        f"*paper* are the paper's CUB-200 numbers, for comparison only; every other number comes from this run.",
+        f"*paper* are the paper's CUB-200 numbers, for comparison only; every other number comes from this run."
+        + (f"\n\n{note}" if note else ""),
         "## What this run shows\n\n" + claims_summary(res) + "\n" + md("claims"),
         "## Base model\n\n| property | value |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in base.items()),
         "## Table 1 analogue\n\n" + md("table1"),
@@ -283,6 +285,8 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
         "## Table 8 analogue\n\n" + md("table8"),
         "## Figure 5 analogue: concept-selection precision\n\n![figure 5](figures/figure5_concept_selection.png)\n\n"
         + md("table13") + "\n\n### By InfoNCE temperature\n\n" + md("selection_by_tau"),
+        "## The concept-selection study: every selector, both describers\n\n![selection study](figures/selection_study.png)\n\n"
+        + md("selection_study") + "\n\n### Paired comparisons between selectors\n\n" + md("selection_comparisons"),
         "## Example answers\n\n![examples](figures/examples.png)",
         "## Theory checks\n\n| check | measured | threshold | passed |\n|---|---:|---:|---|\n" + "".join(
             f"| {t['id']} | {t.get('measured')} | {t.get('threshold')} | {t.get('passed')} |\n" for t in res.get("theorems", []))
