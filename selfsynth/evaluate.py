@@ -27,7 +27,7 @@ __all__ = ['log', 'ACCURACY_RULE', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAI
            'evaluate_stage', 'description_precision', 'description_precision_stage', 'base_model_properties']
 
 # %% ../nbs/20_evaluate.ipynb #9ec0a6f5
-from .synthesize import normalize_label, contains_label, LabelFinder, label_finder, names_label
+from .synthesize import contains_label, LabelFinder, label_finder, names_label
 
 ACCURACY_RULE = "the class named (earliest at word boundaries, longest at a tie, negated mentions excluded) == label"
 

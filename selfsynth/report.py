@@ -877,7 +877,7 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
     e0 = next(iter(results["methods"].values()), [{}])[0]
     what = (f"{e0.get('n_test')} test images x {len(seeds)} seed(s); judge: {e0.get('judge')}; "
             f"FS under {fs_model_name(cfg)}" if results["methods"] else "")
-    tables = [("claims", claims_table(claims), f"The paper's claims, tested on this run (paired tests, Holm over the claims, alpha 0.05)"),
+    tables = [("claims", claims_table(claims), "The paper's claims, tested on this run (paired tests, Holm over the claims, alpha 0.05)"),
               ("table1", table1(results, cfg), f"Table 1 analogue: accuracy (%) per round (class named == label), EE, CS, FS, "
                f"grounded precision (GP), repetition rate; {what}"),
               ("comparisons", comparisons_table(comps), "Paired comparisons on the same test images (a - b; accuracy in points)"),

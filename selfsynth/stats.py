@@ -7,7 +7,7 @@ Docs: https://selfsynth.github.io/selfsynth/stats.html.md"""
 # %% ../nbs/16_stats.ipynb #1ad66b64
 from __future__ import annotations
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
