@@ -235,6 +235,7 @@ def finish_image(sel: dict, image: str, plans: list, answers: list, method: str,
             kept, src = check_answer(a, label, finder, fuzzy_ratio)
             rows.append(row(p["question"], kept, p["kind"], src) if kept is not None else
                         row(rng.choice(QUERIES[dataset]["simple"]), fallback_answer(label), "simple", "fallback"))
+            if src != "kept": rows[-1].update(rewrite=a.strip(), rewrite_kind=p["kind"])  # the rewrite as generated: measured (05_basemodel)
     return rows
 
 # %% ../nbs/12_synthesize.ipynb #199e7c03

@@ -132,7 +132,9 @@ def test_stage_methods_and_counts(tmp_path, monkeypatch):
     store = make_run(tmp_path / "run")
     m = synthesize_stage(store, "ours", chunk_images=3)
     rows = read_jsonl(store.path("round-1/qa.jsonl"))
-    assert len(rows) == 4 * 6 and all(set(r) == {"id", "image", "question", "answer", "label", "kind", "source"} for r in rows)
+    assert len(rows) == 4 * 6 and all(set(r) - {"rewrite", "rewrite_kind"} == {"id", "image", "question", "answer", "label", "kind", "source"} for r in rows)
+    # a rewrite the label check replaced keeps the model's text and kind (measured by 05_basemodel)
+    assert all(("rewrite" in r) == (r["source"] in ("fuzzy", "fallback")) for r in rows)
     assert all(r["question"] in QUERIES["mini"][r["kind"]] for r in rows)  # the bare question, no preamble
     assert all(Path(r["image"]).is_absolute() and Path(r["image"]).parent == (tmp_path / "run/world/images").resolve() for r in rows)
     c = m["counts"]
