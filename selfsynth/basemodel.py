@@ -18,14 +18,15 @@ from .models import (train_tokenizer, new_llava, save_llava, chat_prompt, GENERI
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'COLOUR_WORDS', 'DULL_WORDS', 'PART_NOUNS', 'SHAPE_PHRASES', 'COLOUR_PARTS', 'DESCRIBE_QUESTIONS',
-           'SIMPLE_QUESTIONS', 'EXPLAIN_QUESTIONS', 'COT_QUESTIONS', 'QUESTION_KINDS', 'NONVISUAL_FACTS', 'TASK_P',
-           'PART_CLASSES', 'VISION_GATE', 'PRETRAIN_DEFAULTS', 'DRILL_TASK_P', 'BASE_TARGETS', 'colour_phrase',
-           'part_phrase', 'parse_claims', 'claim_precision', 'describe_text', 'part_qa', 'nonsense_word',
-           'made_up_name', 'random_fact', 'rewrite_prompt', 'rewrite_answer', 'rewrite_example', 'conversation',
-           'encode_conversation', 'collate', 'pretraining_birds', 'pixel_values', 'pretraining_corpus', 'Checkpoint',
-           'pretrain_vision', 'VisionGateError', 'vision_gate', 'lr_at', 'ConversationBatches', 'pretrain_language',
-           'rewrite_drill', 'pretrain', 'measure_run', 'measure']
+__all__ = ['log', 'COLOUR_WORDS', 'DULL_WORDS', 'PART_NOUNS', 'SHAPE_PHRASES', 'COLOUR_PARTS', 'LEXICON_RES', 'EXPERT_RES',
+           'DESCRIBE_QUESTIONS', 'SIMPLE_QUESTIONS', 'EXPLAIN_QUESTIONS', 'COT_QUESTIONS', 'QUESTION_KINDS',
+           'NONVISUAL_FACTS', 'TASK_P', 'PART_CLASSES', 'VISION_GATE', 'PRETRAIN_DEFAULTS', 'DRILL_TASK_P',
+           'BASE_TARGETS', 'colour_phrase', 'part_phrase', 'parse_claims', 'claim_mentions', 'claim_precision',
+           'describe_text', 'part_qa', 'nonsense_word', 'made_up_name', 'random_fact', 'rewrite_prompt',
+           'rewrite_answer', 'rewrite_example', 'conversation', 'encode_conversation', 'collate', 'pretraining_birds',
+           'pixel_values', 'pretraining_corpus', 'Checkpoint', 'pretrain_vision', 'VisionGateError', 'vision_gate',
+           'lr_at', 'ConversationBatches', 'pretrain_language', 'rewrite_drill', 'pretrain', 'measure_run', 'measure',
+           'properties_table']
 
 # %% ../nbs/05_basemodel.ipynb #eb76af00
 COLOUR_WORDS = {"red": ["red", "scarlet"], "yellow": ["yellow", "lemon-yellow"], "blue": ["blue", "cobalt-blue"],
@@ -87,6 +88,30 @@ def parse_claims(text: str) -> set:
             out.add((p, f"dull {_WORD_TO_COLOUR[m.group(2)]}" if m.group(1) else _WORD_TO_COLOUR[m.group(2)]))
     for p, v, rx in _SHAPE_RES:
         if rx.search(t): out.add((p, v))
+    return out
+
+LEXICON_RES = list(_PART_RES.values()) + list(_PART_IS_RES.values()) + [rx for _, _, rx in _SHAPE_RES]  # the model's wording
+
+EXPERT_RES = [(re.compile(r"\b" + re.escape(re.sub(r"^(a|an|two) ", "", t.lower())) + r"\b"), pv)
+              for pv, t in world.CONCEPT_TEXT.items()]  # the expert phrases themselves, article dropped
+
+def claim_mentions(text: str) -> dict:
+    """{(part, value): in how many separate places `text` states it}, in the model's lexicon or the expert phrases
+    (matches that overlap count once). A count above 1 is a repeated claim, also within one clause ("brown wings and
+    brown wings"), which clause-level parsing merges."""
+    t, spans = text.lower(), {}
+    for p in COLOUR_PARTS:
+        for rx in (_PART_RES[p], _PART_IS_RES[p]):
+            for m in rx.finditer(t):
+                spans.setdefault((p, f"dull {_WORD_TO_COLOUR[m.group(2)]}" if m.group(1) else _WORD_TO_COLOUR[m.group(2)]), []).append(m.span())
+    for p, v, rx in _SHAPE_RES: spans.setdefault((p, v), []).extend(m.span() for m in rx.finditer(t))
+    for rx, pv in EXPERT_RES: spans.setdefault(pv, []).extend(m.span() for m in rx.finditer(t))
+    out = {}
+    for pv, ss in spans.items():
+        end = -1
+        for a, b in sorted(ss):
+            if a >= end: out[pv] = out.get(pv, 0) + 1
+            end = max(end, b)
     return out
 
 def claim_precision(claims: set, attributes: dict) -> tuple:
@@ -649,7 +674,7 @@ def _description_stats(judge, rows, attrs) -> dict:
             units = list(dict.fromkeys(z if z is not None else ("unmapped", cl.lower()) for cl, z in claims))
             c += sum(isinstance(u, str) and judge.holds(u, a) for u in units); n += len(units)
             parts = _parts_of(judge, zs)
-            two += any(len(v) > 1 for v in parts.values()); rep += len(zs) > len(set(zs))
+            two += any(len(v) > 1 for v in parts.values()); rep += max(claim_mentions(t).values(), default=0) > 1
             for u in units:
                 if isinstance(u, str) and u not in judge.nonvisual:
                     p = next(iter(_parts_of(judge, [u])))
@@ -688,7 +713,7 @@ def _rewrite_stats(judge, finder, rows, given_of, prefix: str) -> dict:
         x["restated"] += sum(c.lower() in low or any(z in zs for z in judge.concepts_of(c)) for c in g); x["given"] += len(g)
         units = list(dict.fromkeys(z if z is not None else ("unmapped", c.lower()) for c, z in claims))
         x["not_given"] += sum(not (isinstance(u, str) and u in given) for u in units); x["claims"] += len(units)
-        x["repeated"] += len(zs) > len(set(zs)); x["expl"] += 1
+        x["repeated"] += max(claim_mentions(text).values(), default=0) > 1; x["expl"] += 1
     v = list(per.values()); col = lambda k: [x[k] for x in v]
     return {f"{prefix}_rewrite_label_rate": _ratio(col("named"), col("n")),
             f"{prefix}_concepts_restated": _ratio(col("restated"), col("given")),
@@ -731,16 +756,24 @@ def measure_run(store) -> dict:
                 "bootstrap over images (Wilson for zero-shot accuracy; t over images for distinct descriptions)")
 
 
-def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, **overrides) -> dict:
-    """Run, for the mini preset with base model `model`, the stages the protocol reads (world, describe, embed, select,
-    synthesize `ours` and `lge`, the base model's evaluation) in `run_dir` (resumable), then `measure_run` them."""
+def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, preset_name: str = "mini", **overrides) -> dict:
+    """Run, for preset `preset_name` (a mini world) with base model `model`, the stages the protocol reads (world,
+    describe, embed, select, synthesize `ours` and `lge`, the base model's evaluation) in `run_dir` (resumable), then
+    `measure_run` them."""
     from selfsynth.config import preset
     from selfsynth.store import RunStore
     from selfsynth.rounds import data_stage_for, round1_data_stages
     from selfsynth.synthesize import synthesize_stage
     from selfsynth.evaluate import evaluate_stage
-    store = RunStore(run_dir, preset("mini", model=str(model), device=device, world_seed=world_seed, run_dir=str(run_dir), **overrides))
+    store = RunStore(run_dir, preset(preset_name, model=str(model), device=device, world_seed=world_seed, run_dir=str(run_dir), **overrides))
     data_stage_for(store); round1_data_stages(store)
     for m in ("ours", "lge"): synthesize_stage(store, m)
     evaluate_stage(store, "base", 0)
     return measure_run(store)
+
+def properties_table(m: dict) -> str:
+    "The measured properties of `measure_run` as a markdown table: value, 95 % interval, target, met."
+    rows = [f"| {k.replace('_', ' ')}{' (' + p['part'] + ')' if 'part' in p else ''} | {p['value']} | "
+            f"{'–'.join(map(str, p['ci'])) if p.get('ci') else '–'} | {p['target']} | {'yes' if p['met'] else 'no'} |"
+            for k, p in m["properties"].items()]
+    return "| property | value | 95 % interval | target | met |\n|---|---:|---|---|---|\n" + "\n".join(rows) + "\n"

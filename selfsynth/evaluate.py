@@ -127,7 +127,8 @@ def verdict(answer: str, claims: list, finder: LabelFinder, label_concepts, hold
 _FILLER = set(("a an the this that these those it its it's is are was be been has have had shows show see can i my here there "
                "of in on at to and or but as with which what who bird birds small little picture image photo photograph "
                "species specific name named called kind type think looks look like appears seems probably likely maybe "
-               "perhaps sure answer based information provided therefore thus hence so because also more specifically").split())
+               "perhaps sure answer based information provided therefore thus hence so because also more specifically "
+               "these features feature identify identifies recognisable recognizable since given visible").split())
 
 def states_something(clause: str) -> bool:
     "Whether a clause says anything beyond naming and filler ('This is a', 'this bird is a small bird' say nothing)."
@@ -141,8 +142,14 @@ class LexiconJudge:
         self.concepts, self.finder = concepts, label_finder(concepts)
         self.text, self.nonvisual = CONCEPT_TEXT, [z.lower() for z in NONVISUAL]
         self.pair = {t: pv for pv, t in CONCEPT_TEXT.items()}  # phrase -> (part, value)
-        self.phrases = [(re.compile(r"\b" + re.escape(re.sub(r"^(a|an|two) ", "", t.lower())) + r"\b"), pv)
-                        for pv, t in CONCEPT_TEXT.items()]  # the expert phrases themselves, article dropped
+        from selfsynth.basemodel import EXPERT_RES, LEXICON_RES
+        self.phrases = EXPERT_RES  # the expert phrases themselves, article dropped
+        # whole phrases of the expert lists, the non-visual lists and the model's lexicon, which have commas and "and"
+        # inside ("a short, square tail", "feeds mainly on seeds and insects", "blue back and wings"): kept in one
+        # piece while answers are cut into clauses (the longer expert phrases are tried first)
+        self.whole = re.compile("|".join([re.escape(z) for z in sorted(
+            [re.sub(r"^(a|an|two) ", "", t.lower()) for t in CONCEPT_TEXT.values()] + self.nonvisual, key=len, reverse=True)]
+            + [rx.pattern for rx in LEXICON_RES]), re.I)
 
     def concepts_of(self, clause: str) -> list:
         "The concept phrases `clause` states: the base model's lexicon, the expert phrases, the non-visual phrases."
@@ -159,7 +166,10 @@ class LexiconJudge:
 
     def claims(self, answer: str) -> list:
         "`(clause, concept or None)` of every claim: one per concept a clause states, or one unmapped claim if it says something."
-        return [(c, z) for _, c in split_claims(answer, self.finder)
+        kept = []
+        def hold(m): kept.append(m.group(0)); return f"phrasekept {len(kept) - 1}"
+        put_back = lambda c: re.sub(r"phrasekept (\d+)", lambda m: kept[int(m.group(1))], c)
+        return [(c, z) for _, c in split_claims(self.whole.sub(hold, answer), self.finder) for c in [put_back(c)]
                 for z in (self.concepts_of(c) or ([None] if states_something(c) else []))]
 
     def truth(self, record): return record.attributes
@@ -613,5 +623,8 @@ def base_model_properties(store: RunStore) -> dict:
         if cfg.dataset == "mini": out["description_precision_exact"] = _lexicon_precision(rows, train)
     else: missing.append(DESCRIPTIONS)
     if out["rewrite_label_rate"] is None: missing.append(qa_path("ours"))
+    if cfg.dataset == "mini" and not missing and store.path(qa_path("lge")).exists():
+        from selfsynth.basemodel import measure_run
+        out["protocol"] = measure_run(store)  # issue 17's properties, with intervals and targets
     out["missing"] = missing
     return out

@@ -260,6 +260,7 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
     """Copy `run_dir`'s report figures to `figures/`, write the results page from its tables, and the claims into `index`'s
     results block. `note`: how the run was made (commands, commits), printed under the run's line."""
     import nbformat
+    from selfsynth.basemodel import properties_table
     rep, figures = Path(run_dir) / "report", Path(figures)
     res = json.loads((rep / "results.json").read_text())
     figures.mkdir(parents=True, exist_ok=True)
@@ -276,7 +277,9 @@ def publish_results(run_dir, figures: str | Path = "figures", page: str | Path =
         f"*paper* are the paper's CUB-200 numbers, for comparison only; every other number comes from this run."
         + (f"\n\n{note}" if note else ""),
         "## What this run shows\n\n" + claims_summary(res) + "\n" + md("claims"),
-        "## Base model\n\n| property | value |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in base.items()),
+        "## Base model\n\n" + (f"Issue 17's protocol ({base['protocol']['rule']}), on {base['protocol']['images']} "
+                                 f"training images:\n\n{properties_table(base['protocol'])}\n" if "protocol" in base else "")
+        + "| property | value |\n|---|---:|\n" + "".join(f"| {k} | {v} |\n" for k, v in base.items() if k != "protocol"),
         "## Table 1 analogue\n\n" + md("table1"),
         "## Accuracy per round\n\n![accuracy per round](figures/accuracy_per_round.png)",
         "## Paired comparisons\n\n" + md("comparisons"),

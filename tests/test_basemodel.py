@@ -145,3 +145,48 @@ def test_shipped_model_loads_small_and_describes():
     img, attrs = world.render(world.random_values(rng), world.Scene(), 64)
     out = generate(model, processor, [img], ["Describe the bird in this image."], do_sample=False, max_new_tokens=48)[0][0]
     assert parse_claims(out), out
+
+
+def _judge():
+    from selfsynth.evaluate import LexiconJudge
+    return LexiconJudge(world.world_spec(0, 16).concepts())
+
+
+def test_description_stats_count_what_they_say():
+    from selfsynth.basemodel import _description_stats
+    attrs = {"a": dict(world.COMMON, crown="red")}  # buff breast, brown wings, short tail...
+    texts = ["The bird has a scarlet cap and a short tail.",    # 2 claims, both right
+             "This bird has a white chest and a grey chest.",   # two values for one part, both wrong
+             "A bird with brown wings and brown wings.",        # a repeated claim (one distinct, right)
+             "The bird has a scarlet cap and a short tail.",    # the first again: 3 distinct texts
+             "It looks friendly and clever today."]             # two clauses the lexicon cannot map: wrong
+    props, parts = _description_stats(_judge(), [dict(id="a", texts=texts)], attrs)
+    assert props["description_claim_precision"]["value"] == round(5 / 9, 4)
+    assert props["descriptions_two_values"]["value"] == 0.2 and props["descriptions_repeated_claim"]["value"] == 0.2
+    assert props["distinct_descriptions_per_image"]["value"] == 4
+    assert parts["precision_by_part"]["breast"]["value"] == 0 and parts["precision_by_part"]["crown"]["value"] == 1
+    assert parts["stated_by_part"]["tail"]["value"] == 0.4 and parts["stated_by_part"]["eye"]["value"] == 0
+
+
+def test_rewrite_stats_restated_in_other_words_and_not_given():
+    from selfsynth.basemodel import _rewrite_stats
+    from selfsynth.synthesize import label_finder
+    j = _judge()
+    given = ["a bright red crown", "a buff breast", "nests in tall reeds"]
+    rows = [dict(id="a", label="Crimson-crowned Finch", kind="explain",
+                 answer="This is a Crimson-crowned Finch. It has a bright red crown and a sandy chest, nests in tall "
+                        "reeds and has a long tail."),  # all three restated ("sandy chest" = buff breast); the tail was not given
+            dict(id="a", label="Crimson-crowned Finch", kind="simple", answer="This is a Crimson-crowned Finch."),
+            dict(id="b", label="Crimson-crowned Finch", kind="fallback-simple", answer="This is an image of Crimson-crowned Finch.",
+                 rewrite="It has a bright red crown.", rewrite_kind="cot")]  # as generated: no name, one of three restated
+    p = _rewrite_stats(j, label_finder(j.concepts), rows, lambda r: given, "x")
+    assert p["x_rewrite_label_rate"]["value"] == round(2 / 3, 4)
+    assert p["x_concepts_restated"]["value"] == round(4 / 6, 4) and p["x_claims_not_given"]["value"] == 0.2
+    assert p["x_rewrites_repeated_claim"]["value"] == 0
+
+
+def test_ratio_interval_resamples_images():
+    from selfsynth.basemodel import _ratio
+    r = _ratio([9, 1, 8, 2], [10, 10, 10, 10])
+    assert r["value"] == 0.5 and r["ci"][0] < 0.5 < r["ci"][1] and r["images"] == 4
+    assert _ratio([3, 3], [3, 3])["ci"] == [1.0, 1.0] and _ratio([], [])["value"] is None

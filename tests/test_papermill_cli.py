@@ -60,9 +60,10 @@ def test_run_templates_under_plain_papermill(tmp_path):
 def test_pretrain_base_under_plain_papermill(tmp_path):
     "A few steps per stage: the template's whole path (tokenizer, three stages, save, loss plots, measurement) runs."
     model = tmp_path / "mini-llava"
-    nb = papermill("pretrain_base", tmp_path / "pretrain_base.ipynb", tmp_path, out_dir=model, n_images=64,
-                   vision_steps=2, steps=2, drill_steps=2, measure_images=2)
+    nb = papermill("pretrain_base", tmp_path / "pretrain_base.ipynb", tmp_path, out_dir=model, sizes="tiny", n_images=64,
+                   vision_steps=2, steps=2, drill_steps=2, gate=0.0, measure_preset="quick", measure_run_dir=tmp_path / "run")
     assert (model / "config.json").exists() and (model / "pretrain_log.json").exists()
     m = json.loads((model / "measurements.json").read_text())
-    assert {"zero_shot_accuracy", "chance_accuracy", "rewrite_label_rate"} <= set(m)
+    from selfsynth.basemodel import BASE_TARGETS
+    assert set(m["properties"]) == set(BASE_TARGETS) and all("ci" in p and "met" in p for p in m["properties"].values())
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
