@@ -176,8 +176,12 @@ class LexiconJudge:
     def judge(self, answers, labels, truths=None) -> list[dict]:
         "One `verdict` per answer; `truths`: per answer the image's `attributes` {part: value or None}, or None."
         truths = list(truths) if truths is not None else [None] * len(answers)
-        return [verdict(a, self.claims(a), self.finder, self.concepts[l], None if t is None else (lambda z, t=t: self.holds(z, t)))
-                for a, l, t in zip(answers, labels, truths)]
+        from selfsynth.basemodel import claim_mentions
+        out = [verdict(a, self.claims(a), self.finder, self.concepts[l], None if t is None else (lambda z, t=t: self.holds(z, t)))
+               for a, l, t in zip(answers, labels, truths)]
+        for v, a in zip(out, answers):  # a claim said twice within one clause ("brown wings and brown wings") repeats too
+            v["repeated"] = int(v["repeated"] or max(claim_mentions(a).values(), default=0) > 1)
+        return out
 
 # %% ../nbs/20_evaluate.ipynb #76844569
 class EncoderJudge:
@@ -623,6 +627,9 @@ def base_model_properties(store: RunStore) -> dict:
         if cfg.dataset == "mini": out["description_precision_exact"] = _lexicon_precision(rows, train)
     else: missing.append(DESCRIPTIONS)
     if out["rewrite_label_rate"] is None: missing.append(qa_path("ours"))
+    if (weights := Path(cfg.model) / "model.safetensors").is_file():  # the frozen model the run used (issue 17)
+        from selfsynth.store import file_digest
+        out.update(model=cfg.model, weights_sha256=file_digest(weights))
     if cfg.dataset == "mini" and not missing and store.path(qa_path("lge")).exists():
         from selfsynth.basemodel import measure_run
         out["protocol"] = measure_run(store)  # issue 17's properties, with intervals and targets
