@@ -657,7 +657,10 @@ def _parts_of(judge, concepts) -> dict:
     return out
 
 def _lowest(by_part: dict) -> dict:
-    p = min((p for p, v in by_part.items() if v["value"] is not None), key=lambda p: by_part[p]["value"])
+    "The part with the lowest value (`part` None, `value` None when no part was stated at all)."
+    parts = [p for p, v in by_part.items() if v["value"] is not None]
+    if not parts: return dict(value=None, ci=None, n=0, part=None)
+    p = min(parts, key=lambda p: by_part[p]["value"])
     return dict(by_part[p], part=p)
 
 def _description_stats(judge, rows, attrs) -> dict:
@@ -773,7 +776,7 @@ def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, preset
 
 def properties_table(m: dict) -> str:
     "The measured properties of `measure_run` as a markdown table: value, 95 % interval, target, met."
-    rows = [f"| {k.replace('_', ' ')}{' (' + p['part'] + ')' if 'part' in p else ''} | {p['value']} | "
-            f"{'–'.join(map(str, p['ci'])) if p.get('ci') else '–'} | {p['target']} | {'yes' if p['met'] else 'no'} |"
+    rows = [f"| {k.replace('_', ' ')}{' (' + p['part'] + ')' if p.get('part') else ''} | {p['value']} | "
+            f"{'–'.join(map(str, p['ci'])) if p.get('ci') else '–'} | {p['target']} | {'–' if p['met'] is None else 'yes' if p['met'] else 'no'} |"
             for k, p in m["properties"].items()]
     return "| property | value | 95 % interval | target | met |\n|---|---:|---|---|---|\n" + "\n".join(rows) + "\n"

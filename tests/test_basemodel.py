@@ -190,3 +190,10 @@ def test_ratio_interval_resamples_images():
     r = _ratio([9, 1, 8, 2], [10, 10, 10, 10])
     assert r["value"] == 0.5 and r["ci"][0] < 0.5 < r["ci"][1] and r["images"] == 4
     assert _ratio([3, 3], [3, 3])["ci"] == [1.0, 1.0] and _ratio([], [])["value"] is None
+
+
+def test_description_stats_of_a_model_that_states_nothing():
+    "A model whose descriptions parse to no claim: every per-part property is unmeasured (None), nothing raises."
+    from selfsynth.basemodel import _description_stats
+    props, _ = _description_stats(_judge(), [dict(id="a", texts=["zzz qqq", "the the the"])], {"a": dict(world.COMMON)})
+    assert props["description_min_part_precision"] == dict(value=None, ci=None, n=0, part=None)
