@@ -100,10 +100,14 @@ def reproduce(store: RunStore, jobs: int = 1, seeds=None) -> Path:
     """The whole reproduction, its notebooks on up to `jobs` lanes (see `lanes_for`), once per training seed in `seeds`
     (default: the run's own); the study and the theory checks on the run's own seed. Returns the path of results.json."""
     from selfsynth.rounds import data_stage_for, round1_data_stages  # imported here: torch loads slowly, `--help` need not wait
-    cfg = store.cfg
+    cfg, methods = store.cfg, list(store.cfg.methods)
     for seed in dict.fromkeys(seeds or [cfg.seed]):
         s = seed_store(store, seed)
-        queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in cfg.methods}}
+        if cfg.selector_method and s is store:  # beyond the paper: the study's choice, from the run's own seed, for every seed
+            from selfsynth.report import chosen_method
+            round1_data_stages(s)
+            if (m := chosen_method(s)) and m not in methods: methods.append(m)
+        queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in methods}}
         if s is store:
             queues["study"] = [("study", "study", {})]
             queues["theory"] = [("theory", "theory", {})]  # its best-of-k check reads the candidates of every round of `ours`
@@ -166,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log every stage")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="data, base evaluation, all methods' rounds, theory checks, report")
-    _common(r); _preflight_flag(r); r.add_argument("--methods", help="comma-separated subset of ours,nl,lge,ours_nofilter")
+    _common(r); _preflight_flag(r); r.add_argument("--methods", help="comma-separated names of registered methods (default: the paper's ours,nl,lge,ours_nofilter)")
     r.add_argument("--jobs", type=int, default=1, help="rounds run at once, the CPU cores shared out among them (default 1)")
     r.add_argument("--seeds", help="training seeds, e.g. 0,1,2: the first is the run folder's, the others run in seeds/<seed>/ "
                    "on the same world and test images; the report pools them")

@@ -11,15 +11,17 @@ from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import yaml
 from fastcore.basics import patch
+from .methods import PAPER_METHODS, REGISTRY
 
 # %% auto #0
-__all__ = ['GEN_BACKENDS', 'DATASETS', 'METHODS', 'PRESETS', 'RunConfig', 'field_docs', 'ConfigError', 'preset', 'parse_value',
-           'save_config', 'load_config', 'apply_overrides']
+__all__ = ['GEN_BACKENDS', 'GEN_DRAWS', 'DATASETS', 'METHODS', 'PRESETS', 'RunConfig', 'field_docs', 'ConfigError', 'preset',
+           'parse_value', 'save_config', 'load_config', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #429cd23d
 GEN_BACKENDS = ("eager", "shared", "shared-static", "cascade")  # how `models.generate` samples (04_models)
+GEN_DRAWS = ("topk", "exact")  # how the cascade backend draws a token (04_models)
 DATASETS = ("mini", "cub-200", "stanford-dogs", "fgvc-aircraft", "ham10000", "chest-xray", "pld")
-METHODS = ("ours", "nl", "lge", "ours_nofilter")
+METHODS = PAPER_METHODS  # the registry of 00a_methods holds every method; these are the paper's
 
 @dataclass
 class RunConfig:
@@ -83,7 +85,8 @@ class RunConfig:
     rs_negatives_include_selected: bool = False  # True reproduces the public code's bug (negatives include Z*)
     # --- rounds and methods
     rounds: int = 4  # R: round 1 synthesis + rounds 2..R rejection sampling
-    methods: tuple = METHODS  # Methods `reproduce` runs (ours, nl, lge, ours_nofilter)
+    methods: tuple = METHODS  # Methods `reproduce` runs (ours, nl, lge, ours_nofilter; any name of `methods.REGISTRY`)
+    selector_method: bool = False  # Beyond the paper (mini world): also run `ours_<selector>` with the selector the selection study chooses on half the train images
     # --- evaluation
     eval_max_new_tokens: int = 128  # Length cap of evaluation answers
     judge: str = "offline"  # `offline` or `llm` (OpenAI-compatible endpoint from the environment)
@@ -91,6 +94,7 @@ class RunConfig:
     gen_batch_size: int = 16  # Prompts per generation batch
     gen_launch: str | None = None  # Command that starts sampling processes (e.g. `accelerate launch --config_file configs/accelerate_gpus.yaml`); None = sample in this process
     gen_backend: str = "cascade"  # Sampling: `cascade` (one prefill per prompt; its KV cache kept once and read once per step for its n samples; CUDA-graph steps on a GPU), `shared` (one prefill, KV cache repeated n times), `shared-static` (+ static cache, compiled decode on a GPU) or `eager` (`num_return_sequences`); same samples, different speed
+    gen_draw: str = "topk"  # How the cascade backend draws a token: `topk` (transformers' temperature, top-k and top-p distribution computed and drawn among the k largest logits only: the same distribution, other samples, faster) or `exact` (the processors over the whole vocabulary: eager's very samples); the other backends always draw exactly
 
 # %% ../nbs/00_config.ipynb #c55ac75b
 def field_docs() -> dict:
@@ -172,12 +176,13 @@ def validated(self: RunConfig) -> RunConfig:
         if not isinstance(v, tp) or (tp is int and isinstance(v, bool)):
             raise ConfigError(f"config key {f.name!r} expects {tp.__name__}, got {v!r}")
     if self.dataset not in DATASETS: raise ConfigError(f"config key 'dataset': unknown dataset {self.dataset!r}")
-    if unknown := set(self.methods) - set(METHODS): raise ConfigError(f"config key 'methods': unknown {sorted(unknown)}")
+    if unknown := set(self.methods) - set(REGISTRY): raise ConfigError(f"config key 'methods': unknown {sorted(unknown)} (known: {', '.join(REGISTRY)})")
     if self.tau <= 0: raise ConfigError("config key 'tau' must be > 0")
     if not 0 <= self.query_p_simple <= 1: raise ConfigError("config key 'query_p_simple' must be in [0, 1]")
     if self.rounds < 1: raise ConfigError("config key 'rounds' must be >= 1")
     if self.gen_backend not in GEN_BACKENDS:
         raise ConfigError(f"config key 'gen_backend': unknown {self.gen_backend!r} (known: {', '.join(GEN_BACKENDS)})")
+    if self.gen_draw not in GEN_DRAWS: raise ConfigError(f"config key 'gen_draw': unknown {self.gen_draw!r} (known: {', '.join(GEN_DRAWS)})")
     return self
 
 @patch

@@ -182,7 +182,7 @@ def _summarise(rows: list, ctx) -> dict:
 
 # %% ../nbs/10_describe.ipynb #663afde0
 DESCRIBE_FIELDS = ["dataset", "model", "seed", "max_train_images", "describe_prompts", "describe_samples",
-                   "describe_temperature", "describe_max_new_tokens", "gen_batch_size", "dtype"]  # bf16 and fp32 sample differently
+                   "describe_temperature", "describe_max_new_tokens", "gen_batch_size", "dtype", "gen_backend", "gen_draw"]  # bf16 and fp32 sample differently
 
 def describe_stage(store: RunStore, manifest_rel: str | None = None, chunk_images: int = 64) -> dict:
     "Stage `describe`: m sampled descriptions per training image -> `round-1/descriptions.jsonl`; returns the manifest."

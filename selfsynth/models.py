@@ -11,14 +11,15 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
-from .config import GEN_BACKENDS
+from .config import GEN_BACKENDS, GEN_DRAWS
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'LLAVA_CHAT_TEMPLATE', 'GENERIC_TEXT', 'MINI_SIZES', 'TINY_SIZES', 'SAMPLING_BACKENDS',
-           'CASCADE_ATTENTION', 'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava', 'save_llava',
-           'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt', 'generate', 'shared_prefix_cache',
-           'generate_shared', 'CascadeCache', 'cascade_attention', 'GraphedStep', 'generate_cascade', 'launch_generate',
-           'sample', 'main', 'load_text_encoder', 'embed']
+           'CASCADE_ATTENTION', 'SAMPLING_DRAWS', 'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava',
+           'save_llava', 'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt', 'generate',
+           'shared_prefix_cache', 'generate_shared', 'CascadeCache', 'cascade_attention', 'GraphedStep',
+           'generate_cascade', 'topk_probs', 'draw_topk', 'launch_generate', 'sample', 'main', 'load_text_encoder',
+           'embed']
 
 # %% ../nbs/04_models.ipynb #187d34f3
 def resolve_device(name: str = "auto") -> torch.device:
@@ -192,11 +193,12 @@ def _batch_seed(seed: int, start: int) -> int:
     return (seed * 1_000_003 + start) % (2**63 - 1)
 
 def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p=1.0, max_new_tokens=64,
-             do_sample=True, seed=0, batch_size=16, desc=None, backend="eager", offset: int = 0) -> list[list[str]]:
-    "For each (image, question) pair, `n` decoded answers. Images are PIL images or paths. Greedy if not `do_sample`. `offset`: the items' index in a longer list (seeds follow it)."
+             do_sample=True, seed=0, batch_size=16, desc=None, backend="eager", offset: int = 0, draw: str = "exact") -> list[list[str]]:
+    "For each (image, question) pair, `n` decoded answers. Images are PIL images or paths. Greedy if not `do_sample`. `offset`: the items' index in a longer list (seeds follow it). `draw`: how the cascade backend draws a token (`SAMPLING_DRAWS`)."
     images, questions = list(images), list(questions)
     if len(images) != len(questions): raise ValueError(f"generate: {len(images)} images but {len(questions)} questions")
     if backend not in SAMPLING_BACKENDS: raise ValueError(f"generate: unknown backend {backend!r} (known: {', '.join(SAMPLING_BACKENDS)})")
+    if draw not in SAMPLING_DRAWS: raise ValueError(f"generate: unknown draw {draw!r} (known: {', '.join(SAMPLING_DRAWS)})")
     tok, dev = processor.tokenizer, model.device
     opts = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, do_sample=do_sample)
     # top_k is left to the model's generation config (transformers' default 50), as in the paper's HF-based code
@@ -213,7 +215,7 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
             with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode():
                 torch.manual_seed(_batch_seed(seed, offset + start))
                 if backend == "eager": ids = model.generate(**enc, **opts, num_return_sequences=k)
-                elif backend == "cascade": ids = generate_cascade(model, enc, k, **opts)
+                elif backend == "cascade": ids = generate_cascade(model, enc, k, draw=draw, **opts)
                 else: ids = generate_shared(model, enc, k, static=backend == "shared-static", **opts)
             texts = [t.strip() for t in tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
             out += [texts[i * k:(i + 1) * k] * (n // k) for i in range(len(prompts))]
@@ -321,12 +323,14 @@ def _warpers(model, opts: dict, prompt_len: int, device):
     eos = pick("eos_token_id", None)
     if opts.get("min_new_tokens") and eos is not None:
         procs.append(MinNewTokensLengthLogitsProcessor(prompt_len, opts["min_new_tokens"], eos, device=device))
+    warp = {}  # the warpers' settings, for `draw_topk`
     if pick("do_sample", False):
         t, k, p = pick("temperature", 1.0), pick("top_k", 50), pick("top_p", 1.0)
         if t != 1.0: procs.append(TemperatureLogitsWarper(t))
         if k: procs.append(TopKLogitsWarper(k))
         if p < 1.0: procs.append(TopPLogitsWarper(p))
-    return procs, pick("do_sample", False), eos, pick("pad_token_id", eos)
+        warp = dict(top_k=k, temperature=t, top_p=p)
+    return procs, pick("do_sample", False), eos, pick("pad_token_id", eos), warp
 
 
 def _decode_step(model, lm, cache, kw: str):
@@ -361,14 +365,19 @@ class GraphedStep:
         return logits
 
 
-def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: bool | None = None, **opts) -> torch.Tensor:
-    "`n` samples per prompt like `generate(..., num_return_sequences=n)`, decoding with each prompt's KV cache stored and read once for its n samples."
+def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: bool | None = None, draw: str = "exact",
+                     **opts) -> torch.Tensor:
+    "`n` samples per prompt like `generate(..., num_return_sequences=n)`, decoding with each prompt's KV cache stored and read once for its n samples; `draw`: one of `SAMPLING_DRAWS`."
     from transformers import DynamicCache
     if unknown := set(opts) - _SAMPLING_OPTS: raise ValueError(f"generate_cascade: unsupported options {sorted(unknown)}")
+    if draw not in SAMPLING_DRAWS: raise ValueError(f"generate_cascade: unknown draw {draw!r} (known: {', '.join(SAMPLING_DRAWS)})")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
     P, L = ids.shape
-    procs, do_sample, eos, pad = _warpers(model, opts, L, ids.device)
+    procs, do_sample, eos, pad, warp = _warpers(model, opts, L, ids.device)
+    fast = draw == "topk" and bool(warp.get("top_k"))  # sampling with a top-k; otherwise the exact draw is the only one
+    min_new = (opts.get("min_new_tokens") or 0) if eos is not None else 0  # as `_warpers` adds the minimum-length processor
+    ban = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=ids.device) if min_new else None
     lm, B = model.get_decoder(), P * n
     kw = _cache_kwarg(model)
     with torch.inference_mode():
@@ -389,8 +398,11 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
             if cuda_graph is None: cuda_graph = ids.device.type == "cuda"
             if cuda_graph: step = GraphedStep(step, torch.zeros(B, 1, dtype=ids.dtype, device=ids.device), positions)
             for t in range(max_new_tokens):
-                scores = procs(torch.cat([seqs, out[:, :t]], 1), logits)
-                nxt = torch.multinomial(scores.softmax(-1), 1).squeeze(1) if do_sample else scores.argmax(-1)
+                # the minimum length first, as its processor comes first: the end token can't be among the k drawn from
+                nxt = draw_topk(logits.index_fill(1, ban, float("-inf")) if t < min_new else logits, **warp) if fast else None
+                if nxt is None:  # the exact draw (or a tie past `draw_topk`'s candidates): the processors over the whole vocabulary
+                    scores = procs(torch.cat([seqs, out[:, :t]], 1), logits)
+                    nxt = torch.multinomial(scores.softmax(-1), 1).squeeze(1) if do_sample else scores.argmax(-1)
                 live[t] = unfinished.any()
                 if eos is not None:
                     nxt = torch.where(unfinished, nxt, pad)
@@ -402,6 +414,33 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
         finally: model.set_attn_implementation({"text_config": original})
     return torch.cat([seqs, out[:, :int(live.sum())]], 1)
 
+# %% ../nbs/04_models.ipynb #c7bda94f
+SAMPLING_DRAWS = GEN_DRAWS  # `exact`: transformers' processors over the vocabulary (eager's very tokens); `topk`: the same distribution among the top k
+_SPARE = 16  # candidates past the k-th: a tie at the k-th value that reaches beyond them sends the step to the exact draw
+
+def topk_probs(logits: torch.Tensor, top_k: int, temperature: float = 1.0, top_p: float = 1.0, spare: int = _SPARE):
+    "transformers' temperature, top-k and top-p warpers and softmax on the `top_k` (+ `spare`) largest logits of each row: (probabilities [B, K], their token ids [B, K]); None where a tie at the k-th value may reach past the candidates."
+    V = logits.shape[-1]
+    k = min(top_k, V)  # TopKLogitsWarper's own safety check
+    K = min(k + spare, V)
+    vals, ids = logits.topk(K, -1)  # sorted, largest first
+    if temperature != 1.0: vals = vals / temperature  # after the top-k: the same floats as the warper's, fewer of them
+    kth = vals[:, k - 1:k]
+    if K < V and bool((vals[:, -1:] >= kth).any()): return None  # compared after the temperature: it can round two logits together
+    vals = vals.masked_fill(vals < kth, float("-inf"))  # every logit >= the k-th stays, ties included
+    if top_p < 1.0:
+        tail = vals.softmax(-1).flip(-1).cumsum(-1).flip(-1)  # TopPLogitsWarper's ascending cumulative sum, in its order
+        cut = tail <= 1 - top_p
+        cut[:, 0] = False  # min_tokens_to_keep=1: the largest stays
+        vals = vals.masked_fill(cut, float("-inf"))
+    return vals.softmax(-1), ids
+
+def draw_topk(logits: torch.Tensor, top_k: int, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor | None:
+    "One token id per row drawn from `topk_probs`'s distribution (`torch.multinomial` over its K candidates); None where it gives none."
+    got = topk_probs(logits, top_k, temperature, top_p)
+    if got is None: return None
+    probs, ids = got
+    return ids.gather(1, torch.multinomial(probs, 1)).squeeze(1)
 
 # %% ../nbs/04_models.ipynb #c4sh0002
 def _generate_part(spec: dict) -> None:
@@ -441,7 +480,7 @@ def launch_generate(model, images, questions, launch: list[str], *, dtype="auto"
 
 def sample(cfg, model_path, cache: dict, images, questions, **opts) -> list[list[str]]:
     "A stage's `generate`: in this process with the model loaded once into `cache`, or across the processes `cfg.gen_launch` starts (images as paths)."
-    opts = dict(opts, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend)
+    opts = dict(opts, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, draw=cfg.gen_draw)
     if cfg.gen_launch:
         import shlex
         opts.pop("desc", None)

@@ -9,18 +9,18 @@ from __future__ import annotations
 import logging, math, random
 from collections import Counter
 import torch
-from .config import RunConfig, METHODS
+from .config import RunConfig
+from .methods import SELECTED, method as method_entry, round_dir, selection_path
 from .store import RunStore, write_jsonl
 from .describe import dataset_files, seed_for
-from .select import SELECTED, embed_texts, label_concept_table
+from .select import embed_texts, label_concept_table
 from .synthesize import QUERIES, LabelFinder, label_finder, names_label, fallback_answer, nl_answer, selected_with_images
-from .tune import round_dir
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'RS_KINDS', 'RS_FIELDS', 'answer_scores', 'image_queries', 'query_rng', 'choose', 'score_candidates',
-           'candidates_path', 'rs_qa_path', 'choose_pairs', 'nl_pairs', 'rejection_stage']
+           'candidates_path', 'rs_qa_path', 'choose_pairs', 'template_pairs', 'rejection_stage']
 
 # %% ../nbs/14_rejection.ipynb #b7228523
 def answer_scores(answer_emb: torch.Tensor, concept_emb: torch.Tensor, zstar: torch.Tensor, tau: float = 0.1,
@@ -59,10 +59,11 @@ def choose(cands: list[dict], question: str, kind: str, label: str, method: str,
            rng: random.Random, finder: LabelFinder) -> dict:
     "The training pair {question, answer, kind, source, pick} of one query; `pick` is the chosen candidate's index or None."
     if not cands: raise ValueError(f"no candidates for question {question!r}")
-    if method == "ours_nofilter":
+    chooser = method_entry(method).chooser
+    if chooser == "random":
         i = rng.randrange(len(cands))
         return dict(question=question, answer=cands[i]["answer"], kind=kind, source="random", pick=i)
-    if method not in ("ours", "lge"): raise ValueError(f"method {method!r} does not choose among candidates")
+    if chooser != "best": raise ValueError(f"method {method!r} does not choose among candidates (its chooser: {chooser})")
     i = max(range(len(cands)), key=lambda j: (cands[j]["score"], -j))
     if names_label(cands[i]["answer"], label, finder):
         return dict(question=question, answer=cands[i]["answer"], kind=kind, source="best", pick=i)
@@ -84,14 +85,15 @@ def score_candidates(answers: list[str], zstars: list[list[str]], concepts: dict
 
 # %% ../nbs/14_rejection.ipynb #040fcbe2
 RS_FIELDS = ["dataset", "seed", "max_train_images", "rs_queries", "rs_samples", "rs_temperature", "rs_top_p",
-             "rs_max_new_tokens", "rs_negatives_include_selected", "tau", "retriever", "gen_batch_size", "dtype"]
+             "rs_max_new_tokens", "rs_negatives_include_selected", "tau", "retriever", "gen_batch_size", "dtype",
+             "gen_backend", "gen_draw"]  # the cascade backend's top-k draw gives other samples than the exact one
 
 def candidates_path(method: str, k: int) -> str: return f"{round_dir(method, k)}/candidates.jsonl"
 def rs_qa_path(method: str, k: int) -> str: return f"{round_dir(method, k)}/qa.jsonl"
 
 def _zstar(method: str, sel: dict, concepts: dict) -> list[str]:
-    "The concepts answers are scored against: the image's selection (ours) or the class list (lge, ours_nofilter)."
-    return sel["selected"] if method == "ours" else list(dict.fromkeys(concepts[sel["label"]]))
+    "The concepts answers are scored against: the image's selection (`selected` methods) or its class's list (the others)."
+    return sel["selected"] if method_entry(method).concepts == "selected" else list(dict.fromkeys(concepts[sel["label"]]))
 
 def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
     "Candidates (with scores) of one chunk of images."
@@ -133,11 +135,11 @@ def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunC
                          kind=p["kind"], source=p["source"], score=None if p["pick"] is None else cs[p["pick"]]["score"]))
     return rows
 
-def nl_pairs(sels: list[dict], images: dict, k: int, cfg: RunConfig) -> list[dict]:
-    "`nl`: `rs_queries` simple questions per image, each answered with the label only."
+def template_pairs(sels: list[dict], images: dict, method: str, k: int, cfg: RunConfig) -> list[dict]:
+    "A label-only method (the `template` chooser, e.g. NL): `rs_queries` simple questions per image, each answered with the label only."
     rows = []
     for s in sels:
-        rng = query_rng(cfg.seed, "nl", k, s["id"])
+        rng = query_rng(cfg.seed, method, k, s["id"])
         for q in rng.sample(QUERIES[cfg.dataset]["simple"], min(cfg.rs_queries, len(QUERIES[cfg.dataset]["simple"]))):
             rows.append(dict(id=s["id"], image=images[s["id"]], question=q, answer=nl_answer(s["label"]), label=s["label"],
                              kind="simple", source="template"))
@@ -157,14 +159,13 @@ def _rs_counts(cands: list, rows: list, n_images: int) -> dict:
 def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64) -> dict:
     "Stage `rejection/<method>/round-<k>` (k >= 2): candidates and chosen pairs of `method`; returns the manifest."
     if k < 2: raise ValueError(f"rejection sampling starts at round 2, got round {k}")
-    if method not in METHODS: raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
-    cfg = store.cfg
+    cfg, m = store.cfg, method_entry(method)
     manifest_rel, concepts_rel = dataset_files(cfg)
     model_rel = f"{round_dir(method, k - 1)}/merged"
     def run(ctx):
-        sels, concepts, images = selected_with_images(store)
-        if method == "nl":
-            rows, cands = nl_pairs(sels, images, k, cfg), []
+        sels, concepts, images = selected_with_images(store, selection_path(method))
+        if not m.samples:
+            rows, cands = template_pairs(sels, images, method, k, cfg), []
         else:
             cache = {}
             cands = ctx.chunked(candidates_path(method, k)).run(
@@ -175,6 +176,6 @@ def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64
         c = _rs_counts(cands, rows, len(sels))
         log.info(f"rejection/{method}/round-{k}: " + ", ".join(f"{a}={b}" for a, b in c.items()))
         return c
-    inputs = [SELECTED, manifest_rel, concepts_rel] + ([] if method == "nl" else [model_rel])
-    outputs = [rs_qa_path(method, k)] + ([] if method == "nl" else [candidates_path(method, k)])
+    inputs = list(dict.fromkeys([SELECTED, selection_path(method), manifest_rel, concepts_rel])) + ([model_rel] if m.samples else [])
+    outputs = [rs_qa_path(method, k)] + ([candidates_path(method, k)] if m.samples else [])
     return store.stage(f"rejection/{method}/round-{k}", run, fields=RS_FIELDS, inputs=inputs, outputs=outputs)

@@ -12,26 +12,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import selfsynth
-from .config import RunConfig, METHODS
+from .config import RunConfig
+from .methods import REGISTRY, method as method_entry
 from .store import RunStore, read_json, read_jsonl, write_json, write_text
 from .evaluate import eval_path, summarise, base_model_properties, device_name
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'REPORT_METHODS', 'METHOD_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS',
-           'STUDY_NAMES', 'LEGACY_SIZE', 'STUDY_MEASURES', 'STUDY_CI', 'COMPARED_SELECTORS', 'TAUS', 'COMPARED',
-           'PAIRED_METRICS', 'TIMING_GROUPS', 'SCHEMA_VERSION', 'METHOD_KEYS', 'RESULTS_KEYS', 'NS', 'paper_table',
-           'paper_dataset', 'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex',
+__all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS', 'STUDY_NAMES', 'LEGACY_SIZE', 'STUDY_MEASURES',
+           'STUDY_CI', 'COMPARED_SELECTORS', 'CHOICE', 'TAUS', 'COMPARED', 'PAIRED_METRICS', 'TIMING_GROUPS',
+           'SCHEMA_VERSION', 'METHOD_KEYS', 'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'report_methods',
+           'method_title', 'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex',
            'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci',
            'selection_scores', 'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table',
-           'selection_study', 'selection_comparisons', 'selection_verdicts', 'choose_selector',
-           'selection_study_figure', 'study_summary_table', 'comparisons_selection_table', 'verdict_lines',
-           'study_json', 'selection_study_outputs', 'visible_map', 'figure5', 'encoder_precision_stage',
-           'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test', 'comparisons',
-           'selection_components', 'claim_components', 'accuracy_figure', 'example_answers', 'examples_figure',
-           'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json', 'package_versions',
-           'results_json', 'claims_table', 'comparisons_table', 'selection_measurements', 'build_report']
+           'selection_study', 'selection_comparisons', 'selection_verdicts', 'choose_selector', 'selector_choice_stage',
+           'chosen_method', 'selection_study_figure', 'study_summary_table', 'comparisons_selection_table',
+           'verdict_lines', 'study_json', 'selection_study_outputs', 'visible_map', 'figure5',
+           'encoder_precision_stage', 'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test',
+           'comparisons', 'selection_components', 'claim_components', 'accuracy_figure', 'example_answers',
+           'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
+           'package_versions', 'results_json', 'claims_table', 'comparisons_table', 'selection_measurements',
+           'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -50,9 +52,13 @@ def paper_dataset(dataset: str) -> tuple[str, str]:
     return d, f"paper {PAPER_NAMES[d]}"
 
 # %% ../nbs/21_report.ipynb #643b3b96
-REPORT_METHODS = ("base",) + METHODS
-METHOD_NAMES = {"base": "Base (zero-shot)", "nl": "NL (label only)", "lge": "L+GE (class-level explanation)",
-                "ours": "Ours", "ours_nofilter": "Ours w/o filtering"}
+def report_methods() -> tuple:
+    "What the report looks for: the base model (round 0), then every registered method (00a_methods), in registry order."
+    return ("base", *REGISTRY)
+
+def method_title(name: str) -> str:
+    "The report's label of `name`: the base model's, or the method's registered title."
+    return "Base (zero-shot)" if name == "base" else method_entry(name).title
 
 def seed_stores(store: RunStore) -> list[RunStore]:
     "The run's own store, then those of its extra training seeds (`seeds/<seed>/`), in seed order."
@@ -83,7 +89,7 @@ def collect_evals(store: RunStore) -> tuple[dict, list]:
     classes, test_ids = set(read_concepts(store.path(dataset_files(cfg)[1]))), [r.id for r in test_records(store)[0]]
     evals = {}
     for s in stores:
-        for m in REPORT_METHODS:
+        for m in report_methods():
             for k in ([0] if m == "base" else range(1, cfg.rounds + 1)):
                 if (p := s.path(eval_path(m, k))).exists():
                     evals.setdefault((m, k), {}).update({(s.cfg.seed, i): r for i, r in read_eval(p, classes, test_ids).items()})
@@ -104,11 +110,12 @@ def collect_results(store: RunStore, evals: dict | None = None, seeds=None) -> d
     "`{methods: {method: [per-round summary]}, missing: [...], missing_rounds: {method: [k]}}` from the run's eval files."
     if evals is None: evals, seeds = collect_evals(store)
     cfg, methods, missing, partial = store.cfg, {}, [], {}
-    for m in REPORT_METHODS:
+    for m in report_methods():
         rounds = [0] if m == "base" else list(range(1, cfg.rounds + 1))
         found = [k for k in rounds if (m, k) in evals]
         if not found:
-            missing.append(m); continue
+            if m == "base" or m in cfg.methods: missing.append(m)  # a registered method the run was not asked for is not missing
+            continue
         if len(found) < len(rounds): partial[m] = [k for k in rounds if k not in found]
         methods[m] = [dict(round=k, **_summary(evals[m, k], seeds)) for k in found]
     if missing: log.warning(f"report: no evaluation of {', '.join(missing)} in {store.root}")
@@ -155,7 +162,7 @@ def write_table(df: pd.DataFrame, out_dir, name: str, caption: str = "") -> dict
     return paths
 
 # %% ../nbs/21_report.ipynb #964b605d
-TABLE1_METHODS = ("base", "nl", "lge", "ours")
+TABLE1_METHODS = ("base", "nl", "lge", "ours")  # the paper's rows; a run's methods beyond the paper follow them, labelled so
 
 def _acc_cols(rounds: int) -> list[str]: return [f"acc it{k}" for k in range(1, rounds + 1)]
 
@@ -166,14 +173,15 @@ def table1(results: dict, cfg: RunConfig) -> pd.DataFrame:
     pd_name, label = paper_dataset(cfg.dataset)
     paper = paper_table("table1_main").query("dataset == @pd_name").set_index("method")
     rows = []
-    for m in TABLE1_METHODS:
+    beyond = tuple(m for m in results["methods"] if m != "base" and not method_entry(m).paper)
+    for m in TABLE1_METHODS + beyond:
         if m not in results["methods"]: continue
         es = results["methods"][m]
         acc = {f"acc it{e['round']}": e["accuracy"] for e in es if e["round"] >= 1}
         if m == "base": acc = {"acc it1": es[0]["accuracy"]}
         last = _last(es)
         ci = last.get("accuracy_ci")
-        row = dict(method=METHOD_NAMES[m], **{c: acc.get(c) for c in _acc_cols(cfg.rounds)},
+        row = dict(method=method_title(m), **{c: acc.get(c) for c in _acc_cols(cfg.rounds)},
                    **{"95% CI (last)": f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else "–", "acc substring (last)": last.get("accuracy_substring")},
                    EE=last.get("ee"), CS=last.get("cs"), FS=last.get("fs"), GP=last.get("grounded_precision"),
                    repeated=last.get("repetition_rate"))
@@ -195,7 +203,7 @@ def table12(results: dict, cfg: RunConfig) -> pd.DataFrame:
         es = results["methods"][m]
         acc = {f"acc it{e['round']}": e["accuracy"] for e in es}
         p = paper.loc[m] if m in paper.index else None
-        rows.append(dict(method=METHOD_NAMES[m], **{c: acc.get(c) for c in _acc_cols(cfg.rounds)}, CS=_last(es).get("cs"),
+        rows.append(dict(method=method_title(m), **{c: acc.get(c) for c in _acc_cols(cfg.rounds)}, CS=_last(es).get("cs"),
                          **{f"{label} {c}": (None if p is None else float(p[c.replace(' ', '_')])) for c in _acc_cols(4)},
                          **{f"{label} CS": None if p is None else float(p["cs"])}))
     return pd.DataFrame(rows)
@@ -204,7 +212,7 @@ def cs_table(results: dict, cfg: RunConfig) -> pd.DataFrame:
     "CS after each round (round 0: the base model), per method, and the paper's for its method."
     pd_name, label = paper_dataset(cfg.dataset)
     cols = [f"CS round {k}" for k in range(0, cfg.rounds + 1)]
-    rows = [dict(method=METHOD_NAMES[m], **({c: None for c in cols} | {f"CS round {e['round']}": e["cs"] for e in es}))
+    rows = [dict(method=method_title(m), **({c: None for c in cols} | {f"CS round {e['round']}": e["cs"] for e in es}))
             for m, es in results["methods"].items()]
     p = paper_table("cs_per_iteration").query("dataset == @pd_name")
     if len(p):
@@ -396,6 +404,32 @@ def choose_selector(table: dict, tau: float, metric: str = "precision", describe
     best = max(choice, key=lambda a: -1 if choice[a] is None else choice[a])
     return dict(metric=metric, describer=describer, tau=tau, n=m, chosen=best, choice_half=choice,
                 report_half={a: mean(per, False) for a, per in cands.items()}, images=[len(half), len(ids) - len(half)])
+
+# %% ../nbs/21_report.ipynb #cedbf294
+CHOICE = "round-1/selector_choice.json"
+
+def selector_choice_stage(store: RunStore) -> dict:
+    """Stage `select/choice`: the selector `ours_<selector>` uses, chosen by `choose_selector` on the selection study
+    (precision without generic and non-visual concepts, at InfoNCE's set size, on a seeded half of the train images;
+    reported on the other half) -> `round-1/selector_choice.json`. Needs the data's per-image ground truth (the mini world)."""
+    from selfsynth.select import STUDY, selection_study_stage
+    from selfsynth.describe import dataset_files
+    cfg = store.cfg
+    if not any(v is not None for v in visible_map(store).values()):
+        raise ValueError(f"config key 'selector_method': the data set of {store.root} has no per-image ground truth to choose a selector by")
+    selection_study_stage(store)
+    def run(ctx):
+        table = study_table(read_jsonl(ctx.path(STUDY)), visible_map(store), concept_kinds(store), cfg.tau)
+        c = choose_selector(table, cfg.tau, "precision_specific", seed=cfg.seed)
+        c["method"] = None if c["chosen"] == "infonce" else f"ours_{c['chosen']}"  # InfoNCE chosen: ours is that method
+        write_json(ctx.path(CHOICE), c)
+        return dict(chosen=c["chosen"], method=c["method"], choice_half=c["choice_half"][c["chosen"]], report_half=c["report_half"][c["chosen"]])
+    return store.stage("select/choice", run, fields=["tau", "seed"], inputs=[STUDY, dataset_files(cfg)[0]], outputs=[CHOICE])
+
+def chosen_method(store: RunStore) -> str | None:
+    "The `ours_<selector>` method the study chooses for this run (None when it chooses InfoNCE, the paper's)."
+    selector_choice_stage(store)
+    return read_json(store.path(CHOICE))["method"]
 
 # %% ../nbs/21_report.ipynb #4f36398f
 _COLOURS = dict(infonce="C0", infonce_image="C4", infonce_other_class="C5", cosine="C1", class_all="C2", random="C7", vlm_direct="C3")
@@ -595,10 +629,11 @@ def paired_test(a: dict, b: dict, metric: str, seed: int = 0) -> dict:
     return paired_permutation([a[k][metric] for k in keys], [b[k][metric] for k in keys], seed=seed)
 
 def comparisons(evals: dict, rounds: int, seed: int = 0) -> list[dict]:
-    "Every paired comparison the report shows: methods at each round, and ours' rounds against round 1."
+    "Every paired comparison the report shows: methods at each round (a method beyond the paper against ours), and ours' rounds against round 1."
     out = []
+    beyond = tuple((m, "ours") for m in dict.fromkeys(m for m, _ in evals) if m != "base" and not method_entry(m).paper)
     for k in range(1, rounds + 1):
-        for a, b in COMPARED:
+        for a, b in COMPARED + beyond:
             if (a, k) in evals and (b, k) in evals:
                 for metric in PAIRED_METRICS:
                     out.append(dict(a=a, b=b, round=k, metric=metric, **paired_test(evals[a, k], evals[b, k], metric, seed)))
@@ -656,24 +691,24 @@ def accuracy_figure(results: dict, cfg: RunConfig, path) -> Path:
     pd_name, label = paper_dataset(cfg.dataset)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     base = results["methods"].get("base", [{}])[0].get("accuracy")
-    for i, m in enumerate(METHODS):
+    for i, m in enumerate(REGISTRY):
         if m not in results["methods"]: continue
         es = results["methods"][m]
         xs, ys = [e["round"] for e in es], [e["accuracy"] for e in es]
         lo = [e["accuracy"] - e["accuracy_ci"][0] if e.get("accuracy_ci") else 0 for e in es]
         hi = [e["accuracy_ci"][1] - e["accuracy"] if e.get("accuracy_ci") else 0 for e in es]
-        axes[0].errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, color=f"C{i}", label=METHOD_NAMES[m])
+        axes[0].errorbar(xs, ys, yerr=[lo, hi], fmt="o-", capsize=3, color=f"C{i}", label=method_title(m))
     if base is not None: axes[0].axhline(base, color="k", ls=":", lw=1, label="base (zero-shot)")
     paper = pd.concat([paper_table("table1_main").query("dataset == @pd_name"),
                        paper_table("table12_no_filtering").query("dataset == @pd_name and method == 'ours_nofilter'")])
     pbase = paper.query("method == 'base'")
-    for i, m in enumerate(METHODS):
+    for i, m in enumerate(REGISTRY):
         p = paper.query("method == @m")
         if not len(p): continue
         ys = [float(p.iloc[0][f"acc_it{k}"]) for k in range(1, 5)]
         xs = [1, 2, 3, 4]
         if len(pbase): xs, ys = [0] + xs, [float(pbase.iloc[0]["acc_it1"])] + ys
-        axes[1].plot(xs, ys, "o--", color=f"C{i}", label=METHOD_NAMES[m])
+        axes[1].plot(xs, ys, "o--", color=f"C{i}", label=method_title(m))
     e0 = next(iter(results["methods"].values()), [{}])[0]
     n = e0.get("n_test")
     runs = f"{len(e0.get('accuracy_per_seed') or [0])} seed(s)"
@@ -717,7 +752,7 @@ def examples_figure(examples: list, path, width: int = 80) -> Path:
         lines = []
         for m, a in ex["answers"].items():
             mark = "✓" if a["correct"] else "✗"
-            lines += textwrap.wrap(f"{METHOD_NAMES[m]} (round {a['round']}) {mark}: {_printable(a['answer'])}", width) + [""]
+            lines += textwrap.wrap(f"{method_title(m)} (round {a['round']}) {mark}: {_printable(a['answer'])}", width) + [""]
         ax_t.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace"); ax_t.axis("off")
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
@@ -730,7 +765,7 @@ def examples_markdown(examples: list, report_dir) -> str:
         rel = os.path.relpath(ex["image"], report_dir)
         out += [f"### {ex['id']}: {ex['label']}", "", f"![{ex['label']}]({rel})", "",
                 "| method | round | correct | EE | CS | answer |", "|---|---:|---|---:|---:|---|"]
-        out += [f"| {METHOD_NAMES[m]} | {a['round']} | {'yes' if a['correct'] else 'no'} | {_cell(a['ee'])} | {_cell(a['cs'])} | "
+        out += [f"| {method_title(m)} | {a['round']} | {'yes' if a['correct'] else 'no'} | {_cell(a['ee'])} | {_cell(a['cs'])} | "
                 f"{_printable(a['answer'].replace(chr(10), ' ')).replace('|', '/')} |" for m, a in ex["answers"].items()]
         out.append("")
     return "\n".join(out)
@@ -830,8 +865,8 @@ def claims_table(claims: list) -> pd.DataFrame:
 
 def comparisons_table(comps: list) -> pd.DataFrame:
     "Paired comparisons: a - b, the test and its p-value."
-    return pd.DataFrame([dict(a=METHOD_NAMES.get(c["a"], c["a"]) + (f" (round {c['round']})" if c.get("round_b") else ""),
-                              b=METHOD_NAMES.get(c["b"], c["b"]) + (f" (round {c['round_b']})" if c.get("round_b") else ""),
+    return pd.DataFrame([dict(a=method_title(c["a"]) + (f" (round {c['round']})" if c.get("round_b") else ""),
+                              b=method_title(c["b"]) + (f" (round {c['round_b']})" if c.get("round_b") else ""),
                               round=c["round"], metric=c["metric"], difference=c["difference"], n=c["n"], test=c["test"], p=c["p"])
                          for c in comps])
 

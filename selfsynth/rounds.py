@@ -8,24 +8,24 @@ Docs: https://selfsynth.github.io/selfsynth/rounds.html.md"""
 from __future__ import annotations
 import logging, time
 from pathlib import Path
-from .config import METHODS
+from .methods import SELECTED, method as method_entry, round_dir, selection_path
 from .store import RunStore
 from .describe import describe_stage
-from .select import embedding_stage, select_stage
+from .select import embedding_stage, select_stage, selector_stage
 from .synthesize import synthesize_stage, qa_path
 from .rejection import rejection_stage, rs_qa_path
-from .tune import tune_stage, round_dir
+from .tune import tune_stage
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'model_for', 'data_stage_for', 'round_stage_names', 'round1_data_stages', 'run_round', 'stage_times']
+__all__ = ['log', 'model_for', 'data_stage_for', 'round_stage_names', 'round1_data_stages', 'method_selection_stages',
+           'run_round', 'stage_times']
 
 # %% ../nbs/15_rounds.ipynb #2efdb929
 def model_for(store: RunStore, method: str, k: int) -> str:
     "Path of `method`'s model after round `k` (`k = 0`: the base model `cfg.model`, as configured)."
-    if method not in METHODS and not (method == "base" and k == 0):
-        raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    if not (method == "base" and k == 0): method_entry(method)  # an unknown method: a ValueError naming the known ones
     if k == 0: return store.cfg.model
     return str(store.path(f"{round_dir(method, k)}/merged"))
 
@@ -40,7 +40,8 @@ def data_stage_for(store: RunStore) -> dict:
 
 def round_stage_names(method: str, k: int) -> list[str]:
     "Names of the store stages round `k` of `method` consists of, in order."
-    data = ["describe", "embed", "select", f"synthesize/{method}"] if k == 1 else [f"rejection/{method}/round-{k}"]
+    own = [] if selection_path(method) == SELECTED else [f"select/{method_entry(method).selector}"]
+    data = ["describe", "embed", "select", *own, f"synthesize/{method}"] if k == 1 else [f"rejection/{method}/round-{k}"]
     return data + [f"tune/{method}/round-{k}"]
 
 # %% ../nbs/15_rounds.ipynb #514731a5
@@ -48,11 +49,15 @@ def round1_data_stages(store: RunStore) -> list:
     "Describe, embed and select: the round-1 stages every method reads (so all train on the same images); their manifests."
     return [describe_stage(store), embedding_stage(store), select_stage(store)]
 
+def method_selection_stages(store: RunStore, method: str) -> list:
+    "The selection stage `method` reads beyond the paper's (`select/<selector>` for `ours_<selector>`), or none."
+    return [] if selection_path(method) == SELECTED else [selector_stage(store, method_entry(method).selector)]
+
 def _one_round(store: RunStore, method: str, k: int, launch=None) -> dict:
     t0 = time.perf_counter()
     data_stage_for(store)
     if k == 1:
-        manifests = round1_data_stages(store) + [synthesize_stage(store, method)]
+        manifests = round1_data_stages(store) + method_selection_stages(store, method) + [synthesize_stage(store, method)]
         qa = qa_path(method, 1)
     else:
         manifests = [rejection_stage(store, method, k)]
@@ -65,7 +70,7 @@ def _one_round(store: RunStore, method: str, k: int, launch=None) -> dict:
 def run_round(store: RunStore, method: str, k: int, launch: list[str] | None = None) -> dict:
     """Round `k` of `method` (rounds 1..k-1 first, skipped when done); returns the round's summary.
     `launch`: command prefix to tune in a subprocess (e.g. `accelerate launch --config_file configs/...`); None = in process."""
-    if method not in METHODS: raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    method_entry(method)  # an unknown method: a ValueError naming the known ones
     if not 1 <= k <= store.cfg.rounds: raise ValueError(f"round must be in 1..{store.cfg.rounds} (config key 'rounds'), got {k}")
     for j in range(1, k): _one_round(store, method, j, launch)
     s = _one_round(store, method, k, launch)

@@ -12,18 +12,19 @@ from pathlib import Path
 import torch
 from .store import RunStore, atomic_path, read_jsonl, write_jsonl, read_json, write_json, file_digest
 from .data import read_concepts, check_labels, Record, LLMEndpoint, LLMError, chat, fan_out
+from .methods import SELECTED
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'SELECTORS', 'SELECTED', 'SELECT_FIELDS', 'STUDY', 'PERFECT', 'STUDY_TAUS', 'STUDY_NS', 'ESTIMATORS',
-           'SelectionInputs', 'embed_texts', 'label_concept_table', 'embed_inputs', 'image_logsumexp',
-           'leave_one_out_logsumexp', 'infonce_scores', 'apply_rule', 'select_ib', 'cosine_scores', 'select_cosine',
-           'select_class_all', 'select_random', 'infonce_image_scores', 'infonce_other_class_scores', 'direct_question',
-           'parse_yes_no', 'vlm_asker', 'endpoint_asker', 'asker_from_env', 'select_direct', 'Selector', 'select',
-           'selection_vs_n', 'described_rows', 'embedding_files', 'embedding_stage', 'load_selection_inputs',
-           'select_stage', 'study_selections', 'perfect_rows', 'selection_study_stage']
+__all__ = ['log', 'SELECTORS', 'SELECT_FIELDS', 'STUDY', 'PERFECT', 'STUDY_TAUS', 'STUDY_NS', 'ESTIMATORS', 'SelectionInputs',
+           'embed_texts', 'label_concept_table', 'embed_inputs', 'image_logsumexp', 'leave_one_out_logsumexp',
+           'infonce_scores', 'apply_rule', 'select_ib', 'cosine_scores', 'select_cosine', 'select_class_all',
+           'select_random', 'infonce_image_scores', 'infonce_other_class_scores', 'direct_question', 'parse_yes_no',
+           'vlm_asker', 'endpoint_asker', 'asker_from_env', 'select_direct', 'Selector', 'select', 'selection_vs_n',
+           'described_rows', 'embedding_files', 'embedding_stage', 'load_selection_inputs', 'select_stage',
+           'selector_stage', 'study_selections', 'perfect_rows', 'selection_study_stage']
 
 # %% ../nbs/11_select.ipynb #44947206
 @dataclass
@@ -378,7 +379,6 @@ def selection_vs_n(inp: SelectionInputs, ns=(1, 2, 5, 10, 20, 30), method: str =
     return {n: select(name, inp, first_n=n, **kw) for n in ns if n <= m}
 
 # %% ../nbs/11_select.ipynb #ffb4a167
-SELECTED = "round-1/concepts_selected.jsonl"
 SELECT_FIELDS = ["tau", "select_std", "select_min", "retriever"]
 
 def _device(cfg) -> str:
@@ -440,6 +440,23 @@ def select_stage(store: RunStore) -> dict:
                     max_selected=max(sizes, default=0))
     return store.stage("select", run, fields=SELECT_FIELDS, inputs=[DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1]],
                        outputs=[SELECTED])
+
+def selector_stage(store: RunStore, selector: str) -> dict:
+    """Stage `select/<selector>`: selector `selector` (a key of `SELECTORS`) keeps, for every image, as many concepts as
+    the paper's selection kept (its top k by its own score) -> `selection_path` of `ours_<selector>`. Beyond the paper:
+    the methods `ours_<selector>` read it, so they differ from ours in which concepts, never in how many."""
+    from selfsynth.methods import selection_path
+    cfg, out = store.cfg, selection_path(f"ours_{selector}")
+    if out == SELECTED: raise ValueError(f"selector {selector!r}: its selection is the paper's, made by stage `select`")
+    select_stage(store)
+    def run(ctx):
+        inp, _, _ = load_selection_inputs(store)
+        k = {r["id"]: len(r["selected"]) for r in read_jsonl(ctx.path(SELECTED))}
+        rows = select(selector, inp, tau=cfg.tau, k=k, chunk=cfg.select_chunk, device=_device(cfg))
+        write_jsonl(ctx.path(out), [dict(r, selector=selector) for r in rows])
+        return dict(images=len(rows), selector=selector, mean_selected=round(sum(k.values()) / max(len(k), 1), 3))
+    return store.stage(f"select/{selector}", run, fields=SELECT_FIELDS,
+                       inputs=[DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1], SELECTED], outputs=[out])
 
 # %% ../nbs/11_select.ipynb #557ac986
 STUDY = "round-1/selection_study.jsonl"

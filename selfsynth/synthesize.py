@@ -8,11 +8,11 @@ Docs: https://selfsynth.github.io/selfsynth/synthesize.html.md"""
 from __future__ import annotations
 import difflib, functools, logging, random, re
 from collections import Counter
-from .config import ConfigError, METHODS
+from .config import ConfigError
+from .methods import SELECTED, method as method_entry, round_dir, selection_path
 from .store import RunStore, read_jsonl
 from .data import read_concepts, check_labels, Record
 from .describe import OBJECTS, dataset_files, train_records, seed_for, model_inputs
-from .select import SELECTED
 
 log = logging.getLogger("selfsynth")
 
@@ -207,30 +207,26 @@ def image_rng(seed: int, method: str, image_id: str) -> random.Random:
     return random.Random(seed_for(seed, "synthesize", method, image_id))
 
 def plan_image(sel: dict, class_concepts: list, method: str, dataset: str, n: int, p_simple: float, seed: int) -> list[dict]:
-    "`n` planned pairs for one image: {kind, question, prompt (None for nl)}."
-    rng = image_rng(seed, method, sel["id"])
-    if method == "ours": feats = sel["selected"]
-    elif method == "lge": feats = list(dict.fromkeys(class_concepts))
-    elif method == "ours_nofilter":
-        zs = list(dict.fromkeys(class_concepts))
-        feats = rng.sample(zs, min(len(zs), len(sel["selected"])))
-    elif method == "nl": feats = None
-    else: raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    "`n` planned pairs for one image: {kind, question, prompt (None for a label-only method)}. `sel`: the image's row of the method's selection."
+    m, rng = method_entry(method), image_rng(seed, method, sel["id"])
+    zs = list(dict.fromkeys(class_concepts))
+    feats = {"selected": lambda: sel["selected"], "class": lambda: zs, None: lambda: None,
+             "class_sample": lambda: rng.sample(zs, min(len(zs), len(sel["selected"])))}[m.concepts]()
     plans = []
     for _ in range(n):
-        kind, q = ("simple", rng.choice(QUERIES[dataset]["simple"])) if method == "nl" else sample_query(rng, dataset, p_simple)
+        kind, q = ("simple", rng.choice(QUERIES[dataset]["simple"])) if feats is None else sample_query(rng, dataset, p_simple)
         plans.append(dict(kind=kind, question=q, prompt=None if feats is None else rewrite_prompt(sel["label"], feats, q)))
     return plans
 
 def finish_image(sel: dict, image: str, plans: list, answers: list, method: str, dataset: str, fuzzy_ratio: float,
                  seed: int, finder: LabelFinder) -> list[dict]:
     "Rows `{id, image, question, answer, label, kind, source}` from the planned pairs and the model's answers."
-    label, rows = sel["label"], []
+    m, label, rows = method_entry(method), sel["label"], []
     rng = image_rng(seed, method + "/fallback", sel["id"])
     row = lambda q, a, kind, src: dict(id=sel["id"], image=image, question=q, answer=a, label=label, kind=kind, source=src)
     for p, a in zip(plans, answers):
-        if method == "nl": rows.append(row(p["question"], nl_answer(label), p["kind"], "template"))
-        elif method == "ours_nofilter": rows.append(row(p["question"], a.strip(), p["kind"], "raw"))
+        if not m.samples: rows.append(row(p["question"], nl_answer(label), p["kind"], "template"))
+        elif not m.check: rows.append(row(p["question"], a.strip(), p["kind"], "raw"))
         else:
             kept, src = check_answer(a, label, finder, fuzzy_ratio)
             rows.append(row(p["question"], kept, p["kind"], src) if kept is not None else
@@ -240,12 +236,11 @@ def finish_image(sel: dict, image: str, plans: list, answers: list, method: str,
 
 # %% ../nbs/12_synthesize.ipynb #199e7c03
 SYNTH_FIELDS = ["dataset", "model", "seed", "synth_answers", "synth_temperature", "synth_max_new_tokens",
-                "query_p_simple", "fuzzy_ratio", "gen_batch_size", "dtype"]
+                "query_p_simple", "fuzzy_ratio", "gen_batch_size", "dtype", "gen_backend", "gen_draw"]
 
 def qa_path(method: str, round_: int = 1) -> str:
-    "Where a method's training pairs of a round live (`ours` at the top level, baselines under `baselines/`)."
-    if method not in METHODS: raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
-    return f"round-{round_}/qa.jsonl" if method == "ours" else f"baselines/{method}/round-{round_}/qa.jsonl"
+    "Where a method's training pairs of a round live (its `round_dir`)."
+    return f"{round_dir(method, round_)}/qa.jsonl"
 
 def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]:
     "Plan, generate and check the pairs of one chunk of images."
@@ -254,7 +249,7 @@ def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]
     plans = [plan_image(s, concepts[s["label"]], method, cfg.dataset, cfg.synth_answers, cfg.query_p_simple, cfg.seed)
              for s in sels]
     answers = [[None] * len(p) for p in plans]
-    if method != "nl":
+    if method_entry(method).samples:
         for s in sels: models.load_image(images[s["id"]])  # a missing or corrupt file fails here, naming it
         flat = models.sample(cfg, cfg.model, model_cache, [images[s["id"]] for s, p in zip(sels, plans) for _ in p],
                              [x["prompt"] for p in plans for x in p], n=1, temperature=cfg.synth_temperature,
@@ -270,7 +265,7 @@ def _counts(rows: list, method: str, images: int, finder: LabelFinder) -> dict:
     c = dict(images=images, pairs=len(rows), **{f"source_{k}": src.get(k, 0) for k in ("kept", "fuzzy", "fallback", "template", "raw")},
              **{f"kind_{k}": kinds.get(k, 0) for k in KINDS})
     checked = src["kept"] + src["fuzzy"] + src["fallback"]
-    if method == "ours_nofilter":  # not checked, but measured
+    if not method_entry(method).check and method_entry(method).samples:  # not checked, but measured
         with_label = sum(names_label(r["answer"], r["label"], finder) for r in rows)
         c["rewrite_label_rate"] = round(with_label / max(len(rows), 1), 4)
     elif checked:
@@ -278,26 +273,26 @@ def _counts(rows: list, method: str, images: int, finder: LabelFinder) -> dict:
                  fuzzy_rate=round(src["fuzzy"] / checked, 4), fallback_rate=round(src["fallback"] / checked, 4))
     return c
 
-def selected_with_images(store: RunStore) -> tuple[list, dict, dict]:
-    """(selections, concepts, {image id: image path}) of the run: every selection's label must be a concept-file
-    class and its image a training image of the manifest, else a `ValueError` naming the file."""
+def selected_with_images(store: RunStore, selection: str = SELECTED) -> tuple[list, dict, dict]:
+    """(selections of the file `selection`, concepts, {image id: image path}) of the run: every selection's label must
+    be a concept-file class and its image a training image of the manifest, else a `ValueError` naming the file."""
     manifest_rel, concepts_rel = dataset_files(store.cfg)
-    sels = read_jsonl(store.path(SELECTED))
+    sels = read_jsonl(store.path(selection))
     concepts = read_concepts(store.path(concepts_rel))
     check_labels([Record(s["id"], "", s["label"], "train") for s in sels], concepts, store.path(concepts_rel))
     recs, root = train_records(store)
     images = {r.id: str(r.image_path(root).resolve()) for r in recs}
     if missing := [s["id"] for s in sels if s["id"] not in images]:
-        raise ValueError(f"{store.path(SELECTED)}: image {missing[0]!r} is not a training image of {store.path(manifest_rel)}")
+        raise ValueError(f"{store.path(selection)}: image {missing[0]!r} is not a training image of {store.path(manifest_rel)}")
     return sels, concepts, images
 
 def synthesize_stage(store: RunStore, method: str = "ours", chunk_images: int = 64) -> dict:
     "Stage `synthesize/<method>`: round-1 training pairs of `method` -> `qa_path(method)`; returns the manifest."
-    cfg, out = store.cfg, qa_path(method)
+    cfg, out, m = store.cfg, qa_path(method), method_entry(method)
     manifest_rel, concepts_rel = dataset_files(cfg)
-    inputs = [SELECTED, manifest_rel, concepts_rel] + (model_inputs(cfg) if method != "nl" else [])
+    inputs = list(dict.fromkeys([SELECTED, selection_path(method), manifest_rel, concepts_rel])) + (model_inputs(cfg) if m.samples else [])
     def run(ctx):
-        sels, concepts, images = selected_with_images(store)
+        sels, concepts, images = selected_with_images(store, selection_path(method))
         cache = {}
         rows = ctx.chunked(out).run(sels, lambda chunk: _synth_chunk(ctx, chunk, method, images, concepts, cache),
                                     chunk_images, desc=f"synthesize/{method}")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from .config import ConfigError, RunConfig
+from .methods import round_dir
 from .store import RunStore, atomic_path, read_json, read_jsonl, write_json
 from .models import chat_prompt, load_image, load_vlm, resolve_device, resolve_dtype, _model_dir
 

@@ -65,7 +65,7 @@ def test_cli_refuses_a_run_dir_of_another_config(tmp_path, capsys):
 
 
 def test_every_sampling_stage_is_keyed_by_what_changes_its_samples():
-    "The cache keys' field lists are kept by hand: a stage that samples from a model must name model, seed and dtype."
+    "The cache keys' field lists are kept by hand: a stage that samples from a model must name model, seed and dtype, and one that samples at a temperature also how it draws."
     from selfsynth.describe import DESCRIBE_FIELDS
     from selfsynth.synthesize import SYNTH_FIELDS
     from selfsynth.rejection import RS_FIELDS
@@ -78,3 +78,5 @@ def test_every_sampling_stage_is_keyed_by_what_changes_its_samples():
         assert set(fs) <= known, f"{name}: unknown config fields {set(fs) - known}"
         assert {"seed", "dtype"} <= set(fs), f"{name}: seed and dtype change the result but are not in its key"
     for fs in (DESCRIBE_FIELDS, SYNTH_FIELDS, EVAL_FIELDS): assert "model" in fs  # rejection and tune name the model as an input
+    for name, fs in dict(describe=DESCRIBE_FIELDS, synthesize=SYNTH_FIELDS, rejection=RS_FIELDS).items():
+        assert {"gen_backend", "gen_draw"} <= set(fs), f"{name}: the cascade's top-k draw samples otherwise than the exact draw"
