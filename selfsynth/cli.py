@@ -103,9 +103,9 @@ def reproduce(store: RunStore, jobs: int = 1, seeds=None) -> Path:
     cfg, methods = store.cfg, list(store.cfg.methods)
     for seed in dict.fromkeys(seeds or [cfg.seed]):
         s = seed_store(store, seed)
+        data_stage_for(s)
         if cfg.selector_method and s is store:  # beyond the paper: the study's choice, from the run's own seed, for every seed
             from selfsynth.report import chosen_method
-            round1_data_stages(s)
             if (m := chosen_method(s)) and m not in methods: methods.append(m)
         queues = {"base": round_jobs("base", [0]), **{m: round_jobs(m, range(1, cfg.rounds + 1)) for m in methods}}
         if s is store:
@@ -113,7 +113,6 @@ def reproduce(store: RunStore, jobs: int = 1, seeds=None) -> Path:
             queues["theory"] = [("theory", "theory", {})]  # its best-of-k check reads the candidates of every round of `ours`
         lanes = lanes_for(queues, jobs)
         write_json(s.path(LANES), dict(jobs=lanes, threads_per_notebook=lane_threads(lanes) if lanes > 1 else None))
-        data_stage_for(s)
         if lanes > 1 and cfg.methods: round1_data_stages(s)  # every round 1 reads them: made first, on every core
         run_jobs(s, queues, lanes, after={"theory": "ours"} if "theory" in queues and "ours" in queues else None)
     execute(store, "report")
