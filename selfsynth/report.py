@@ -414,7 +414,9 @@ def selector_choice_stage(store: RunStore) -> dict:
     reported on the other half) -> `round-1/selector_choice.json`. Needs the data's per-image ground truth (the mini world)."""
     from selfsynth.select import STUDY, selection_study_stage
     from selfsynth.describe import dataset_files
+    from selfsynth.rounds import data_stage_for, round1_data_stages
     cfg = store.cfg
+    data_stage_for(store); round1_data_stages(store)  # the study reads the descriptions and the paper's selection
     if not any(v is not None for v in visible_map(store).values()):
         raise ValueError(f"config key 'selector_method': the data set of {store.root} has no per-image ground truth to choose a selector by")
     selection_study_stage(store)

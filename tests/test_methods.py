@@ -82,16 +82,16 @@ def test_no_ground_truth_no_choice(store, monkeypatch):
     monkeypatch.setattr(report, "visible_map", lambda s, split="train": {"x": None})
     with pytest.raises(ValueError, match="'selector_method'.*no per-image ground truth"): report.selector_choice_stage(store)
 
-def test_reproduce_queues_the_chosen_method(store, monkeypatch):
-    "With selector_method, `reproduce` adds the study's `ours_<selector>` to its queues (the notebooks themselves are not run here)."
+def test_reproduce_queues_the_chosen_method(store, monkeypatch, tmp_path):
+    "With selector_method, `reproduce` of a new run folder adds the study's `ours_<selector>` to its queues (the notebooks themselves are not run here)."
     import selfsynth.cli as cli
     from selfsynth.report import chosen_method
     seen = []
     monkeypatch.setattr(cli, "run_jobs", lambda s, queues, lanes, after=None: seen.append(list(queues)))
     monkeypatch.setattr(cli, "execute", lambda *a, **kw: None)
-    on = RunStore(store.root, store.cfg.replace(selector_method=True))
+    on = RunStore(tmp_path / "run", store.cfg.replace(selector_method=True, run_dir=str(tmp_path / "run")))
     cli.reproduce(on, jobs=1)
     m = chosen_method(on)
     assert seen == [["base", *store.cfg.methods, *([m] if m else []), "study", "theory"]]
-    cli.reproduce(store, jobs=1)  # the default: the paper's methods only
+    cli.reproduce(RunStore(tmp_path / "off", store.cfg.replace(run_dir=str(tmp_path / "off"))), jobs=1)  # the default: the paper's methods only
     assert seen[-1] == ["base", *store.cfg.methods, "study", "theory"]
