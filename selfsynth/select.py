@@ -558,4 +558,5 @@ def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, tau
     fields = SELECT_FIELDS + ["seed"] + (["model", "dataset", "gen_batch_size"] if direct else [])
     inputs = [DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1], manifest] + (model_inputs(cfg) if direct else [])
     name = ("select/study" if direct else "select/study-nodirect") + ("" if perfect else "-noperfect")
-    return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY, PERFECT])
+    return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY, PERFECT],
+                       params=dict(ns=sorted(ns), taus=sorted(taus)))  # another grid is another study: run again

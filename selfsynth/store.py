@@ -196,17 +196,18 @@ class StageContext:
 
 # %% ../nbs/01_store.ipynb #2643797a
 @patch
-def stage_key(self: RunStore, name: str, fn, fields=(), inputs=()) -> str:
-    "The key a run of stage `name` would have now."
+def stage_key(self: RunStore, name: str, fn, fields=(), inputs=(), params: dict | None = None) -> str:
+    "The key a run of stage `name` would have now. `params`: the stage's own arguments that change its outputs (not config fields)."
     spec = dict(name=name, config={f: getattr(self.cfg, f) for f in fields},
                 inputs={str(i): self.digest(i) for i in inputs}, code=code_digest(fn))
+    if params: spec["params"] = params  # absent when empty: the keys of stages without arguments do not change
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 @patch
-def stage(self: RunStore, name: str, fn, fields=(), inputs=(), outputs=()) -> dict:
-    "Run stage `name` unless an up-to-date manifest exists and its outputs are intact; return its manifest."
+def stage(self: RunStore, name: str, fn, fields=(), inputs=(), outputs=(), params: dict | None = None) -> dict:
+    "Run stage `name` unless an up-to-date manifest exists and its outputs are intact; return its manifest. `params`: see `stage_key`."
     from selfsynth.integrity import damaged_outputs, record_outputs, seal  # here: integrity imports this module
-    key = self.stage_key(name, fn, fields, inputs)
+    key = self.stage_key(name, fn, fields, inputs, params)
     old = self.manifest(name)
     if old and old["key"] == key and all(self.path(o).exists() for o in outputs):
         if not (bad := damaged_outputs(self, old)):

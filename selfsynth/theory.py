@@ -30,11 +30,11 @@ __all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'THEOREMS', 'ASSUMPTIONS', '
            'paired_trend', 'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions',
            'swap_descriptions', 'consistency_check', 'gaussian_mi', 'gaussian_critic', 'infonce_gaussian',
            'constant_gaussian_critic', 'infonce_check', 'method_critic_world', 'cosine_critic', 'constant_critic',
-           'infonce_method', 'infonce_method_check', 'random_chain', 'count_vectors', 'chain_mi',
+           'infonce_method', 'infonce_method_check', 'random_chain', 'class_chain', 'count_vectors', 'chain_mi',
            'data_processing_check', 'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser',
            'synthetic_candidates', 'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi',
-           'plot_best_of_k', 'plot_check', 'skipped', 'run_consistency', 'candidate_rows', 'evaluation_quality',
-           'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
+           'plot_best_of_k', 'plot_check', 'skipped', 'run_consistency', 'perfect_reference', 'candidate_rows',
+           'evaluation_quality', 'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
 
 # %% ../nbs/22_theory.ipynb #1de9ac3a
 def check_result(id: str, assumption: str, measure: str, measured, threshold, criteria: dict, details: dict) -> dict:
@@ -83,13 +83,15 @@ def reference_rows(records, ids=None, noun: str = "bird") -> list[dict]:
     return [dict(id=r.id, label=r.label, descriptions=[perfect_description(r.visible, noun)]) for r in records
             if r.visible and (ids is None or r.id in ids)]
 
-def consistency_inputs(desc_rows, records, concepts: dict, embed_fn, noun: str = "bird", inp=None) -> tuple:
+def consistency_inputs(desc_rows, records, concepts: dict, embed_fn, noun: str = "bird", inp=None, ref_rows=None) -> tuple:
     """`(inp, ref, visible)`: embedded descriptions, embedded reference rows, and {id: set of visible concepts}.
-    `inp`: the descriptions already embedded (a run's `embed` stage); else `embed_fn` embeds them too."""
+    `inp`: the descriptions already embedded (a run's `embed` stage); else `embed_fn` embeds them too. `ref_rows`: the
+    reference's descriptions (the perfect describer's); default: one sentence stating each image's visible concepts."""
     rows = [r for r in desc_rows if r["descriptions"]]
     if not any(r.visible for r in records):
         raise ValueError("consistency check: no record has ground-truth `visible` concepts (manifest field 'visible')")
-    ref_rows = reference_rows(records, [r["id"] for r in rows], noun)
+    described = {r["id"] for r in rows}
+    ref_rows = reference_rows(records, described, noun) if ref_rows is None else [r for r in ref_rows if r["id"] in described and r["descriptions"]]
     if not ref_rows: raise ValueError("consistency check: no described image has ground-truth `visible` concepts")
     visible = {r.id: set(r.visible or ()) for r in records}
     return inp or embed_inputs(rows, concepts, embed_fn=embed_fn), embed_inputs(ref_rows, concepts, embed_fn=embed_fn), visible
@@ -315,15 +317,32 @@ def infonce_method_check(tau: float = 0.1, ns=tuple(2 ** k for k in range(1, 11)
 
 # %% ../nbs/22_theory.ipynb #85c4e722
 def random_chain(rng, states: int = 6, tokens: int = 4, concepts: int = 6, leak: float = 0.0) -> dict:
-    "A random chain Z → X → D: `px` [X], `q` [K, X] = p(z_k=1|x), `pd` [X, 2, V] = p(d | x, z_0) (equal rows unless `leak`)."
+    """A random chain Z → X → D in the hidden-state form of `chain_mi`, with y = z₀: `px` [X], `py` [X, 2] = p(z₀|x),
+    `q` [K, X, 2] = p(z_k=1|x, z₀), `pd` [X, 2, V] = p(d|x, z₀) (equal rows unless `leak`: then d may be z₀ itself)."""
     px = rng.dirichlet(np.full(states, 5.0))
-    q = rng.beta(0.5, 0.5, (concepts, states))
+    qx = rng.beta(0.5, 0.5, (concepts, states))
     base = rng.dirichlet(np.full(tokens, 0.5), states)
+    py = np.stack([1 - qx[0], qx[0]], 1)
+    q = np.repeat(qx[:, :, None], 2, axis=2); q[0] = [0.0, 1.0]  # concept 0 is y itself
     pd = np.repeat(base[:, None], 2, axis=1)
     if leak:
         pd = (1 - leak) * pd
         pd[:, 0, 0] += leak; pd[:, 1, 1] += leak  # the description states z_0 itself
-    return dict(px=px, q=q, pd=pd)
+    return dict(px=px, py=py, q=q, pd=pd)
+
+def class_chain(rng, states: int = 6, tokens: int = 4, concepts: int = 6, classes: int = 3, leak: float = 0.0) -> dict:
+    """A chain whose concepts depend on a class y that the image x shows only in part: `py` [X, Y] = p(y|x),
+    `q` [K, X, Y] = p(z_k=1|x, y) (mostly the class's), `pd` [X, Y, V] = p(d|x, y): the image's unless `leak`, the
+    probability that a description names the class (token y) instead."""
+    px = rng.dirichlet(np.full(states, 5.0))
+    py = rng.dirichlet(np.ones(classes), states)
+    q = 0.8 * rng.beta(0.5, 0.5, (concepts, 1, classes)) + 0.2 * rng.beta(0.5, 0.5, (concepts, states, 1))
+    base = rng.dirichlet(np.full(tokens, 0.5), states)
+    pd = np.repeat(base[:, None], classes, axis=1)
+    if leak:
+        pd = (1 - leak) * pd
+        for y in range(classes): pd[:, y, y % tokens] += leak  # the description names the class
+    return dict(px=px, py=py, q=q, pd=pd)
 
 # %% ../nbs/22_theory.ipynb #ad3fdbf1
 @lru_cache(maxsize=64)
@@ -346,16 +365,17 @@ def _joint_table(pz):
 
 def chain_mi(chain: dict, ns) -> dict:
     "Exact I(z_k;X), I(z_k;Dⁿ) per concept and I(Z;X), I(Z;Dⁿ) for all concepts jointly (nats), for each n in `ns`."
-    px, q, pd = chain["px"], chain["q"], chain["pd"]
-    X, V = pd.shape[0], pd.shape[2]
-    # hidden state s = (x, z0): its probability, its concepts' probabilities, its description distribution
-    ps = np.concatenate([px * (1 - q[0]), px * q[0]])
-    pz_s = np.concatenate([q.T, q.T]); pz_s[:, 0] = np.repeat([0.0, 1.0], X)
-    pd_s = np.concatenate([pd[:, 0], pd[:, 1]])
-    pz = q @ px
-    Hz, HZ = _binary_entropy(pz), _entropy(_joint_table(q.T).T @ px)
-    out = dict(i_zx=Hz - _binary_entropy(q) @ px, i_ZX=HZ - _entropy(_joint_table(q.T)) @ px, i_zd=[], i_Zd=[])
-    table_s = _joint_table(pz_s)
+    px, py, q, pd = chain["px"], chain["py"], chain["q"], chain["pd"]
+    (X, Y, V), K = pd.shape, q.shape[0]
+    # hidden state s = (x, y): its probability, its concepts' probabilities, its description distribution
+    ps = (px[:, None] * py).reshape(-1)
+    pz_s, pd_s = q.reshape(K, X * Y).T, pd.reshape(X * Y, V)
+    pz_x = (q * py[None]).sum(-1)  # [K, X]: p(z_k = 1 | x)
+    table_s = _joint_table(pz_s)  # [S, 2^K]
+    table_x = (py[:, :, None] * table_s.reshape(X, Y, -1)).sum(1)  # [X, 2^K]: p(Z | x)
+    pz = pz_x @ px
+    Hz, HZ = _binary_entropy(pz), _entropy(table_x.T @ px)
+    out = dict(i_zx=Hz - _binary_entropy(pz_x) @ px, i_ZX=HZ - _entropy(table_x) @ px, i_zd=[], i_Zd=[])
     for n in ns:
         c, log_coef = count_vectors(n, V)
         # log p(c, s) in the log domain: p(c | s) underflows for improbable counts at n = 30
@@ -373,10 +393,11 @@ def _spearman(a, b) -> float:
     return 0.0 if np.isnan(r) else float(r)
 
 def data_processing_check(chains=None, ns=(1, 2, 3, 5, 10, 20, 30), n_chains: int = 30, seed: int = 0,
-                          leak: float = 0.0, level: float = 0.9, top: int = 3, tol: float = 1e-9) -> dict:
-    "Check I(z;Dⁿ) ≤ I(z;X) exactly on random chains Z → X → D, and that ranking concepts by I(z;Dⁿ) recovers I(z;X)'s."
+                          leak: float = 0.0, level: float = 0.9, top: int = 3, tol: float = 1e-9, make=None) -> dict:
+    """Check I(z;Dⁿ) ≤ I(z;X) exactly on random chains Z → X → D, and that ranking concepts by I(z;Dⁿ) recovers I(z;X)'s.
+    `make(rng, leak=)`: the chains' maker (`random_chain`, `class_chain`)."""
     rng = np.random.default_rng(seed)
-    chains = chains if chains is not None else [random_chain(rng, leak=leak) for _ in range(n_chains)]
+    chains = chains if chains is not None else [(make or random_chain)(rng, leak=leak) for _ in range(n_chains)]
     excess, joint_excess, rho, topk = [], [], [], []
     for c, ch in enumerate(chains):
         m = chain_mi(ch, ns)
@@ -596,11 +617,27 @@ def run_consistency(store: RunStore, ns=tuple(range(1, 31)), embed_fn=None) -> d
     from selfsynth.describe import object_noun
     from selfsynth.select import load_selection_inputs
     stored = None if embed_fn else load_selection_inputs(store)[0]  # the vectors the selection used
-    inp, ref, visible = consistency_inputs(read_jsonl(store.path(DESCRIPTIONS)), records, concepts,
-                                           embed_fn or _run_embed_fn(store), object_noun(cfg.dataset), stored)
+    desc_rows = read_jsonl(store.path(DESCRIPTIONS))
+    ref_rows, reference = perfect_reference(store, records, desc_rows)
+    inp, ref, visible = consistency_inputs(desc_rows, records, concepts, embed_fn or _run_embed_fn(store),
+                                           object_noun(cfg.dataset), stored, ref_rows)
     args = (ref, visible, ns, cfg.tau, cfg.select_std, cfg.select_min, cfg.seed)
-    return with_control(consistency_check(inp, *args), consistency_check(swap_descriptions(inp, cfg.seed), *args),
-                        "every image given another image's descriptions")
+    r = with_control(consistency_check(inp, *args), consistency_check(swap_descriptions(inp, cfg.seed), *args),
+                     "every image given another image's descriptions")
+    r["details"]["reference"] = reference
+    return r
+
+def perfect_reference(store: RunStore, records, desc_rows) -> tuple:
+    """(reference rows, what they are) of the consistency check: the perfect describer's descriptions (as many per image
+    as the model's, in its varied wording: the selection study's, else written now) where the data has part values
+    (the mini world); otherwise None, and the check uses one sentence stating the visible concepts."""
+    from selfsynth.select import PERFECT, perfect_rows, _perfect_applies
+    rows = [r for r in desc_rows if r["descriptions"]]
+    if store.path(PERFECT).exists() and (stored := read_jsonl(store.path(PERFECT))):
+        return stored, "the perfect describer (the selection study's descriptions)"
+    if _perfect_applies(records, rows) is None:
+        return perfect_rows(records, rows, store.cfg.seed), "the perfect describer"
+    return None, "one sentence stating the visible concepts"
 
 # %% ../nbs/22_theory.ipynb #729ee170
 def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours", max_queries: int | None = 1000) -> tuple:
@@ -678,8 +715,8 @@ def run_theory(run, quick: bool = False, embed_fn=None, quality_fn=None, figures
                             "a critic that ignores its input (constant)"),
                with_control(infonce_method_check(store.cfg.tau, seed=seed, **mc["infonce"]),
                             infonce_method_check(store.cfg.tau, seed=seed, critic=constant_critic, **mc["infonce"]), "a critic that ignores its input (constant)"),
-               with_control(data_processing_check(seed=seed, **mc["dpi"]), data_processing_check(seed=seed, leak=0.8, **mc["dpi"]),
-                            "descriptions that read concept 0 directly, beyond the image (leak 0.8)"),
+               with_control(data_processing_check(seed=seed, **mc["dpi"]), data_processing_check(seed=seed, leak=0.8, make=class_chain, **mc["dpi"]),
+                            "descriptions that name the class beyond what the image shows (leak 0.8)"),
                run_best_of_k(store, quality_fn)]
     write_json(store.path(THEOREMS), results)
     if figures:

@@ -83,3 +83,15 @@ def test_scored_compared_and_keyed(study):
     c4 = selection_components(store)
     assert [c["what"] for c in c4] == ["InfoNCE (m) vs class_all", "InfoNCE (m) vs random", "InfoNCE (6) vs InfoNCE (1)"]
     assert all(c["p"] is not None for c in c4)
+
+
+def test_another_grid_is_another_study(study):
+    "The stage's key covers its n and τ grid: asking for another grid runs the study again; the same grid reads it back."
+    from selfsynth.select import STUDY, selection_study_stage
+    from selfsynth.store import read_jsonl
+    store, m, _ = study
+    other = selection_study_stage(store, ns=(1, 2), taus=(0.1,), direct=False)
+    assert other["finished"] != m["finished"] and other["counts"]["taus"] == [0.1]
+    assert {r["tau"] for r in read_jsonl(store.path(STUDY)) if r["method"] == "infonce"} == {0.1}
+    again = selection_study_stage(store, ns=(1, 2, 5), direct=False)  # the fixture's grid: run again, not stale
+    assert again["finished"] != other["finished"] and again["counts"]["ns"] == m["counts"]["ns"]

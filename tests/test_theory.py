@@ -69,17 +69,16 @@ def test_method_critic_tight_at_run_tau_and_control_fails():
 # --- check 3: data processing -------------------------------------------------------------------------------
 
 def _brute_mi_z_d(chain, n):
-    "I(z_k; D^n) by enumerating every sequence of n descriptions (independent of chain_mi's count-vector sum)."
-    px, q, pd = chain["px"], chain["q"], chain["pd"]
-    X, V, K = len(px), pd.shape[2], q.shape[0]
+    "I(z_k; D^n) by enumerating every hidden state (x, y) and every sequence of n descriptions (independent of chain_mi's count-vector sum)."
+    px, py, q, pd = chain["px"], chain["py"], chain["q"], chain["pd"]
+    (X, Y, V), K = pd.shape, q.shape[0]
     out = []
     for k in range(K):
         joint = {}  # (z, sequence) -> probability
-        for x, z0 in itertools.product(range(X), (0, 1)):
-            p_s = px[x] * (q[0, x] if z0 else 1 - q[0, x])
-            pz1 = float(z0) if k == 0 else q[k, x]
+        for x, y in itertools.product(range(X), range(Y)):
+            p_s, pz1 = px[x] * py[x, y], q[k, x, y]
             for seq in itertools.product(range(V), repeat=n):
-                p_seq = np.prod([pd[x, z0, d] for d in seq])
+                p_seq = np.prod([pd[x, y, d] for d in seq])
                 for z, pz in ((1, pz1), (0, 1 - pz1)):
                     joint[z, seq] = joint.get((z, seq), 0) + p_s * pz * p_seq
         pz = {z: sum(v for (zz, _), v in joint.items() if zz == z) for z in (0, 1)}
@@ -88,15 +87,16 @@ def _brute_mi_z_d(chain, n):
         out.append(sum(v * math.log(v / (pz[z] * pseq[seq])) for (z, seq), v in joint.items() if v > 0))
     return np.array(out)
 
-@pytest.mark.parametrize("leak", [0.0, 0.6])
-def test_chain_mi_matches_brute_force(leak):
-    chain = T.random_chain(np.random.default_rng(3), states=3, tokens=3, concepts=3, leak=leak)
+@pytest.mark.parametrize("make,leak", [(T.random_chain, 0.0), (T.random_chain, 0.6), (T.class_chain, 0.0), (T.class_chain, 0.6)])
+def test_chain_mi_matches_brute_force(make, leak):
+    chain = make(np.random.default_rng(3), states=3, tokens=3, concepts=3, leak=leak)
     m = T.chain_mi(chain, [1, 3])
     for i, n in enumerate([1, 3]):
         np.testing.assert_allclose(m["i_zd"][i], _brute_mi_z_d(chain, n), atol=1e-10)
-    pz = chain["q"] @ chain["px"]
+    qx = (chain["q"] * chain["py"][None]).sum(-1)  # p(z_k = 1 | x)
+    pz = qx @ chain["px"]
     h = -xlogy(pz, pz) - xlogy(1 - pz, 1 - pz)
-    hzx = (-xlogy(chain["q"], chain["q"]) - xlogy(1 - chain["q"], 1 - chain["q"])) @ chain["px"]
+    hzx = (-xlogy(qx, qx) - xlogy(1 - qx, 1 - qx)) @ chain["px"]
     np.testing.assert_allclose(m["i_zx"], h - hzx, atol=1e-12)
 
 def test_data_processing_passes_on_valid_chains():
@@ -110,6 +110,13 @@ def test_data_processing_fails_on_broken_chain():
     r = T.data_processing_check(leak=0.8)  # descriptions read concept 0 directly: D is not independent of Z given X
     assert not r["passed"] and not r["criteria"]["bound"] and r["measured"] > 0.1
     assert not r["criteria"]["level"]
+
+def test_data_processing_fails_when_the_describer_names_the_class():
+    "The report's control: a describer that knows the class beyond the image breaks the bound; the same chains without the leak keep it."
+    r = T.data_processing_check(leak=0.8, make=T.class_chain)
+    assert not r["passed"] and not r["criteria"]["bound"] and r["measured"] > 0.05
+    ok = T.data_processing_check(make=T.class_chain)
+    assert ok["criteria"]["bound"] and ok["measured"] <= 1e-9
 
 # --- check 1: consistency -----------------------------------------------------------------------------------
 
@@ -275,3 +282,22 @@ def test_run_theory_skips_what_does_not_apply(tmp_path):
 def test_run_theory_needs_a_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         T.run_theory(tmp_path / "nothing")
+
+def test_consistency_reference_is_the_perfect_describer_where_the_world_has_part_values(tmp_path):
+    "On the mini world the reference is the perfect describer (m varied descriptions per image); the study's, when stored."
+    from selfsynth.world import world_stage
+    from selfsynth.data import read_manifest
+    from selfsynth.select import PERFECT
+    from selfsynth.store import write_jsonl
+    store = RunStore(tmp_path / "run", preset("quick"))
+    world_stage(store)
+    recs = read_manifest(store.path("world/manifest.jsonl"), split="train")
+    desc = [dict(id=r.id, label=r.label, descriptions=["a bird"] * 4) for r in recs]
+    rows, what = T.perfect_reference(store, recs, desc)
+    assert what == "the perfect describer" and [r["id"] for r in rows] == [r.id for r in recs]
+    assert all(len(r["descriptions"]) == 4 for r in rows) and len({d for r in rows for d in r["descriptions"]}) > len(recs)
+    write_jsonl(store.path(PERFECT), rows[:3])
+    assert T.perfect_reference(store, recs, desc) == (rows[:3], "the perfect describer (the selection study's descriptions)")
+    bare = [r.__class__(r.id, r.image, r.label, r.split, visible=r.visible) for r in recs]  # no part values: one sentence
+    store.path(PERFECT).unlink()
+    assert T.perfect_reference(store, bare, desc) == (None, "one sentence stating the visible concepts")
