@@ -728,16 +728,16 @@ def measure_run(store) -> dict:
     descriptions (kept and dropped), the step-1.3 rewrites of `ours` and `lge` (as generated, before the label check),
     and the base model's round-0 evaluation; each with its 95 % interval and target."""
     from selfsynth.data import read_manifest, read_concepts
-    from selfsynth.describe import DESCRIPTIONS, DROPPED
-    from selfsynth.select import SELECTED
-    from selfsynth.synthesize import qa_path, label_finder
-    from selfsynth.evaluate import LexiconJudge, eval_path
+    from selfsynth.layout import DESCRIPTIONS, DROPPED, SELECTED, dataset_files, eval_path, qa_path
+    from selfsynth.synthesize import label_finder
+    from selfsynth.evaluate import LexiconJudge
     from selfsynth.store import read_jsonl
     from selfsynth.stats import wilson
     if store.cfg.dataset != "mini": raise ValueError(f"measure_run: the exact protocol needs the mini world, not {store.cfg.dataset!r}")
-    concepts = read_concepts(store.path("world/concepts.json"))
+    manifest, concept_file = dataset_files(store.cfg)
+    concepts = read_concepts(store.path(concept_file))
     judge, finder = LexiconJudge(concepts), label_finder(concepts)
-    attrs = {r.id: r.attributes for r in read_manifest(store.path("world/manifest.jsonl"), split="train")}
+    attrs = {r.id: r.attributes for r in read_manifest(store.path(manifest), split="train")}
     dropped = {}
     for d in read_jsonl(store.path(DROPPED)): dropped.setdefault(d["id"], []).append(d["text"])
     rows = [dict(id=r["id"], texts=r["descriptions"] + dropped.get(r["id"], [])) for r in read_jsonl(store.path(DESCRIPTIONS))]

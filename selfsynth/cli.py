@@ -10,14 +10,15 @@ import argparse, logging, os, sys
 from pathlib import Path
 from .config import ConfigError, preset, load_config, apply_overrides, PRESETS
 from .store import RunStore, write_json
+from .layout import LANES, RESULTS, data_dir
 from .runner import execute, NotebookFailed
 from .preflight import NEEDS, PreflightError, check_before_run
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'LANES', 'LIGHT', 'config_from_args', 'lane_threads', 'next_job', 'lanes_for', 'round_jobs', 'run_jobs',
-           'seed_store', 'reproduce', 'parser', 'main']
+__all__ = ['log', 'LIGHT', 'config_from_args', 'lane_threads', 'next_job', 'lanes_for', 'round_jobs', 'run_jobs', 'seed_store',
+           'reproduce', 'parser', 'main']
 
 # %% ../nbs/40_cli.ipynb #6bab99ee
 def _common(p: argparse.ArgumentParser):
@@ -51,7 +52,6 @@ def lane_threads(jobs: int) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // jobs)
 
-LANES = "lanes.json"  # how many notebooks ran at once: the report's Table 8 says so beside the minutes
 LIGHT = ("base", "nl", "study", "theory")  # queues whose notebooks are short: they fill the lanes at the end
 
 def next_job(queues: dict, running: set, after: dict | None = None):
@@ -116,7 +116,7 @@ def reproduce(store: RunStore, jobs: int = 1, seeds=None) -> Path:
         if lanes > 1 and cfg.methods: round1_data_stages(s)  # every round 1 reads them: made first, on every core
         run_jobs(s, queues, lanes, after={"theory": "ours"} if "theory" in queues and "ours" in queues else None)
     execute(store, "report")
-    return store.path("report/results.json")
+    return store.path(RESULTS)
 
 # %% ../nbs/40_cli.ipynb #7558ef22
 def _cmd_reproduce(a):
@@ -155,7 +155,7 @@ def _cmd_data(a):
     store = RunStore(cfg.run_dir, cfg)
     from selfsynth.rounds import data_stage_for
     data_stage_for(store)
-    print(store.path("world" if cfg.dataset == "mini" else "data"))
+    print(store.path(data_dir(cfg.dataset)))
 
 def _cmd_bench(a):
     from selfsynth.bench import bench_main

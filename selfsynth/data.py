@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from .config import RunConfig, preset
 from .store import write_jsonl, read_jsonl, write_json, read_json
+from .layout import dataset_files
 
 log = logging.getLogger("selfsynth")
 
@@ -577,11 +578,12 @@ def data_stage(store) -> dict:
     "Run the store stage `data`: the dataset's manifest and concepts, written to `data/`."
     def run(ctx):
         records, concepts = load_dataset(ctx.cfg)
-        write_manifest(records, ctx.path("data/manifest.jsonl"))
-        write_concepts(concepts, ctx.path("data/concepts.json"))
+        manifest, concept_file = dataset_files(ctx.cfg)
+        write_manifest(records, ctx.path(manifest))
+        write_concepts(concepts, ctx.path(concept_file))
         return dict(Counter(r.split for r in records), classes=len(concepts))
     inputs = [str(Path(store.cfg.concepts).resolve())] if store.cfg.concepts else []
-    return store.stage("data", run, fields=DATA_FIELDS, inputs=inputs, outputs=["data/manifest.jsonl", "data/concepts.json"])
+    return store.stage("data", run, fields=DATA_FIELDS, inputs=inputs, outputs=list(dataset_files(store.cfg)))
 
 # %% ../nbs/02_data.ipynb #8fbf95f0
 LLM_ENV = {"base_url": "SELFSYNTH_LLM_BASE_URL", "model": "SELFSYNTH_LLM_MODEL", "api_key": "SELFSYNTH_LLM_API_KEY"}

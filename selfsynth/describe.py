@@ -12,13 +12,13 @@ from pathlib import Path
 from .config import RunConfig, ConfigError
 from .store import RunStore, write_jsonl
 from .data import read_manifest
+from .layout import DESCRIPTIONS, DROPPED, dataset_files
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'OBJECTS', 'DESCRIBE_PROMPTS', 'DESCRIPTIONS', 'DROPPED', 'DESCRIBE_FIELDS', 'object_noun', 'describe_prompts',
-           'degenerate_reason', 'clean_samples', 'dataset_files', 'train_records', 'model_inputs', 'seed_for',
-           'describe_stage']
+__all__ = ['log', 'OBJECTS', 'DESCRIBE_PROMPTS', 'DESCRIBE_FIELDS', 'object_noun', 'describe_prompts', 'degenerate_reason',
+           'clean_samples', 'train_records', 'model_inputs', 'seed_for', 'describe_stage']
 
 # %% ../nbs/10_describe.ipynb #746ee401
 OBJECTS = {  # dataset -> (object noun, what its fine-grained label names)
@@ -118,14 +118,6 @@ def clean_samples(texts, min_words: int = 3) -> tuple[list[str], list[dict]]:
     return kept, dropped
 
 # %% ../nbs/10_describe.ipynb #11b5186a
-DESCRIPTIONS = "round-1/descriptions.jsonl"
-DROPPED = "round-1/descriptions_dropped.jsonl"
-
-def dataset_files(cfg: RunConfig) -> tuple[str, str]:
-    "(manifest, concept file) of a run, relative to the run folder."
-    d = "world" if cfg.dataset == "mini" else "data"
-    return f"{d}/manifest.jsonl", f"{d}/concepts.json"
-
 def train_records(store: RunStore, manifest_rel: str | None = None) -> tuple[list, Path]:
     "The run's training records (the first `max_train_images` when set) and the folder their paths are relative to."
     manifest = store.path(manifest_rel or dataset_files(store.cfg)[0])

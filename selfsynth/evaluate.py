@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from pathlib import Path
 from .config import RunConfig, ConfigError
+from .layout import DESCRIPTION_PRECISION, JUDGE_CACHE, eval_path, qa_path, stage_name
 from .store import RunStore, read_json, write_json, read_jsonl
 from .data import read_manifest, read_concepts, check_labels, LLMEndpoint, LLMError, chat
 
@@ -19,12 +20,12 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'ACCURACY_RULE', 'JUDGE_ENCODER', 'JUDGE_THRESHOLD', 'NON_CLAIMS', 'JUDGE_SYSTEM', 'CORRUPTIONS', 'EVAL_FIELDS',
-           'DESCRIPTION_PRECISION', 'is_correct', 'split_claims', 'ConceptMatcher', 'text_encoder', 'verdict',
-           'states_something', 'LexiconJudge', 'EncoderJudge', 'judge_is_retriever', 'make_judge', 'calibration_probes',
-           'calibrate', 'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict', 'LLMJudge',
-           'llm_judge_from_env', 'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'corrupt',
-           'fluency_check', 'explain_query', 'eval_path', 'test_records', 'device_name', 'summarise', 'model_ref',
-           'evaluate_stage', 'description_precision', 'description_precision_stage', 'base_model_properties']
+           'is_correct', 'split_claims', 'ConceptMatcher', 'text_encoder', 'verdict', 'states_something',
+           'LexiconJudge', 'EncoderJudge', 'judge_is_retriever', 'make_judge', 'calibration_probes', 'calibrate',
+           'sentence_check', 'JudgeError', 'judge_messages', 'parse_verdict', 'LLMJudge', 'llm_judge_from_env',
+           'fs_model_name', 'load_fs_model', 'answer_nll', 'pooled_perplexity', 'corrupt', 'fluency_check',
+           'explain_query', 'test_records', 'device_name', 'summarise', 'model_ref', 'evaluate_stage',
+           'description_precision', 'description_precision_stage', 'base_model_properties']
 
 # %% ../nbs/20_evaluate.ipynb #9ec0a6f5
 from .synthesize import contains_label, LabelFinder, label_finder, names_label
@@ -460,10 +461,6 @@ def explain_query(dataset: str) -> str:
     from selfsynth.synthesize import query_pool
     return query_pool(dataset, "explain")[0]
 
-def eval_path(method: str, k: int) -> str:
-    "Run-relative path of the evaluation rows of round `k` of `method`."
-    return f"eval/{method}/round-{k}.jsonl"
-
 def test_records(store: RunStore) -> tuple[list, Path]:
     "The run's test records (the first `max_test_images`) and the folder their image paths are relative to."
     from selfsynth.describe import dataset_files
@@ -507,7 +504,7 @@ def _eval_chunk(ctx, recs, root, question, concepts, cache, model_path) -> list[
     cfg, finder = ctx.cfg, label_finder(concepts)
     if "judge" not in cache:
         cache["judge"] = make_judge(cfg, concepts)
-        if cfg.judge == "llm": cache["llm"] = llm_judge_from_env(ctx.path("eval/.judge_cache"))
+        if cfg.judge == "llm": cache["llm"] = llm_judge_from_env(ctx.path(JUDGE_CACHE))
     if "fs" not in cache: cache["fs"] = load_fs_model(cfg)
     judge, images = cache["judge"], [r.image_path(root) for r in recs]
     answers = [a[0] for a in models.sample(cfg, ctx.path(model_path), cache, images, [question] * len(recs),
@@ -555,7 +552,7 @@ def evaluate_stage(store: RunStore, method: str, k: int, chunk_images: int = 64)
                     eval_s=round(time.perf_counter() - t0, 2))
     fs = [str(Path(cfg.fs_model).resolve())] if cfg.fs_model and Path(cfg.fs_model).is_dir() else []
     inputs = [manifest_rel, concepts_rel, model_path] + fs
-    return store.stage(f"eval/{method}/round-{k}", run, fields=EVAL_FIELDS, inputs=inputs,
+    return store.stage(stage_name("eval", method, k), run, fields=EVAL_FIELDS, inputs=inputs,
                        outputs=[eval_path(method, k)])["counts"]
 
 # %% ../nbs/20_evaluate.ipynb #a2b031bf
@@ -569,7 +566,6 @@ def description_precision(judge, rows, records: dict) -> tuple[int, int]:
     true = sum(round(v["grounded_precision"] * v["n_claims"]) for v in verdicts if v["n_claims"])
     return true, stated
 
-DESCRIPTION_PRECISION = "eval/description_precision.json"
 
 def description_precision_stage(store: RunStore) -> dict:
     "Stage `eval/descriptions`: precision of the claims in `round-1/descriptions.jsonl` against ground truth."
@@ -583,11 +579,10 @@ def description_precision_stage(store: RunStore) -> dict:
         res = dict(true=true, stated=stated, precision=round(true / stated, 4) if stated else None, judge=judge.name)
         write_json(ctx.path(DESCRIPTION_PRECISION), res)
         return res
-    return store.stage("eval/descriptions", run, fields=["dataset", "retriever"], inputs=[DESCRIPTIONS, manifest_rel, concepts_rel],
+    return store.stage(stage_name("eval", "descriptions"), run, fields=["dataset", "retriever"], inputs=[DESCRIPTIONS, manifest_rel, concepts_rel],
                        outputs=[DESCRIPTION_PRECISION])["counts"]
 
 def _rewrite_rate(store: RunStore):
-    from selfsynth.synthesize import qa_path
     m = store.manifest("synthesize/ours")
     if m and m["counts"].get("rewrite_label_rate") is not None: return m["counts"]["rewrite_label_rate"]
     p = store.path(qa_path("ours"))
@@ -607,7 +602,6 @@ def _lexicon_precision(rows, train) -> float | None:
 def base_model_properties(store: RunStore) -> dict:
     "The base model's measured properties (`results.json` → `base_model`), from the run folder of `store`."
     from selfsynth.describe import DESCRIPTIONS, dataset_files
-    from selfsynth.synthesize import qa_path
     cfg, missing = store.cfg, []
     manifest_rel, concepts_rel = dataset_files(cfg)
     out = dict(zero_shot_accuracy=None, chance_accuracy=round(100 / len(read_concepts(store.path(concepts_rel))), 2),

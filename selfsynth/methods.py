@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['CONCEPT_SOURCES', 'CHOOSERS', 'REGISTRY', 'PAPER_METHODS', 'OTHER_ESTIMATORS', 'SELECTED', 'Method', 'register',
-           'method', 'round_dir', 'selection_path']
+__all__ = ['CONCEPT_SOURCES', 'CHOOSERS', 'REGISTRY', 'PAPER_METHODS', 'OTHER_ESTIMATORS', 'Method', 'register', 'method']
 
 # %% ../nbs/00a_methods.ipynb #eb27b93c
 CONCEPT_SOURCES = ("selected", "class", "class_sample", None)
@@ -60,16 +59,3 @@ PAPER_METHODS = tuple(REGISTRY)  # the paper's Table 1 and 12 methods: what `rep
 OTHER_ESTIMATORS = ("cosine", "infonce_image", "infonce_other_class")  # `select.ESTIMATORS` but the paper's
 for s in OTHER_ESTIMATORS:
     register(Method(f"ours_{s}", f"Ours, {s} selection (beyond the paper)", "selected", selector=s, paper=False))
-
-# %% ../nbs/00a_methods.ipynb #83a055be
-SELECTED = "round-1/concepts_selected.jsonl"  # the paper's selection (InfoNCE), read by every method of the paper
-
-def round_dir(name: str, k: int) -> str:
-    "Folder of round `k` of method `name`, relative to the run folder."
-    m = method(name)
-    return f"{f'baselines/{m.name}/' if m.folder is None else m.folder}round-{k}"
-
-def selection_path(name: str) -> str:
-    "The selection method `name`'s round-1 answers read: the paper's, or its own selector's (w/o filtering and L+GE read the paper's for the images and sizes)."
-    m = method(name)
-    return SELECTED if m.concepts != "selected" or m.selector == "infonce" else f"round-1/concepts_selected_{m.selector}.jsonl"

@@ -10,7 +10,8 @@ import logging, math, random
 from collections import Counter
 import torch
 from .config import RunConfig
-from .methods import SELECTED, method as method_entry, round_dir, selection_path
+from .methods import method as method_entry
+from .layout import SELECTED, candidates_path, model_dir, qa_path, selection_path, stage_name
 from .store import RunStore, write_jsonl
 from .describe import dataset_files, seed_for
 from .select import embed_texts, label_concept_table
@@ -20,7 +21,7 @@ log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'RS_KINDS', 'RS_FIELDS', 'answer_scores', 'image_queries', 'query_rng', 'choose', 'score_candidates',
-           'candidates_path', 'rs_qa_path', 'choose_pairs', 'template_pairs', 'rejection_stage']
+           'choose_pairs', 'template_pairs', 'rejection_stage']
 
 # %% ../nbs/14_rejection.ipynb #b7228523
 def answer_scores(answer_emb: torch.Tensor, concept_emb: torch.Tensor, zstar: torch.Tensor, tau: float = 0.1,
@@ -88,8 +89,6 @@ RS_FIELDS = ["dataset", "seed", "max_train_images", "rs_queries", "rs_samples", 
              "rs_max_new_tokens", "rs_negatives_include_selected", "tau", "retriever", "gen_batch_size", "dtype",
              "gen_backend", "gen_draw"]  # the cascade backend's top-k draw gives other samples than the exact one
 
-def candidates_path(method: str, k: int) -> str: return f"{round_dir(method, k)}/candidates.jsonl"
-def rs_qa_path(method: str, k: int) -> str: return f"{round_dir(method, k)}/qa.jsonl"
 
 def _zstar(method: str, sel: dict, concepts: dict) -> list[str]:
     "The concepts answers are scored against: the image's selection (`selected` methods) or its class's list (the others)."
@@ -105,7 +104,7 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
         cache["concept_emb"] = cache["embed"](label_concept_table(concepts)[0])
     queries = [image_queries(cfg.dataset, cfg.rs_queries, query_rng(cfg.seed, method, k, s["id"])) for s in sels]
     for s in sels: models.load_image(images[s["id"]])  # a missing or corrupt file fails here, naming it
-    answers = models.sample(cfg, ctx.path(f"{round_dir(method, k - 1)}/merged"), cache,
+    answers = models.sample(cfg, ctx.path(model_dir(method, k - 1)), cache,
                             [images[s["id"]] for s, qs in zip(sels, queries) for _ in qs],
                             [q for qs in queries for _, q in qs], n=cfg.rs_samples, temperature=cfg.rs_temperature,
                             top_p=cfg.rs_top_p, max_new_tokens=cfg.rs_max_new_tokens,
@@ -161,7 +160,7 @@ def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64
     if k < 2: raise ValueError(f"rejection sampling starts at round 2, got round {k}")
     cfg, m = store.cfg, method_entry(method)
     manifest_rel, concepts_rel = dataset_files(cfg)
-    model_rel = f"{round_dir(method, k - 1)}/merged"
+    model_rel = model_dir(method, k - 1)
     def run(ctx):
         sels, concepts, images = selected_with_images(store, selection_path(method))
         if not m.samples:
@@ -172,10 +171,10 @@ def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64
                 sels, lambda chunk: _sample_chunk(ctx, chunk, method, k, images, concepts, cache), chunk_images,
                 desc=f"rejection/{method}/round-{k}")
             rows = choose_pairs(cands, images, method, k, cfg, label_finder(concepts))
-        write_jsonl(ctx.path(rs_qa_path(method, k)), rows)
+        write_jsonl(ctx.path(qa_path(method, k)), rows)
         c = _rs_counts(cands, rows, len(sels))
         log.info(f"rejection/{method}/round-{k}: " + ", ".join(f"{a}={b}" for a, b in c.items()))
         return c
     inputs = list(dict.fromkeys([SELECTED, selection_path(method), manifest_rel, concepts_rel])) + ([model_rel] if m.samples else [])
-    outputs = [rs_qa_path(method, k)] + ([candidates_path(method, k)] if m.samples else [])
-    return store.stage(f"rejection/{method}/round-{k}", run, fields=RS_FIELDS, inputs=inputs, outputs=outputs)
+    outputs = [qa_path(method, k)] + ([candidates_path(method, k)] if m.samples else [])
+    return store.stage(stage_name("rejection", method, k), run, fields=RS_FIELDS, inputs=inputs, outputs=outputs)

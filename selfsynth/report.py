@@ -14,26 +14,26 @@ import pandas as pd
 import selfsynth
 from .config import RunConfig
 from .methods import REGISTRY, method as method_entry
+from .layout import CHOICE, LANES, REPORT, THEOREMS, WORLD_SPEC, dataset_files, eval_path, report_file, stage_name
 from .store import RunStore, read_json, read_jsonl, write_json, write_text
-from .evaluate import eval_path, summarise, base_model_properties, device_name
+from .evaluate import summarise, base_model_properties, device_name
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
 __all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS', 'STUDY_NAMES', 'LEGACY_SIZE', 'STUDY_MEASURES',
-           'STUDY_CI', 'COMPARED_SELECTORS', 'CHOICE', 'TAUS', 'COMPARED', 'PAIRED_METRICS', 'TIMING_GROUPS',
-           'SCHEMA_VERSION', 'METHOD_KEYS', 'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'report_methods',
-           'method_title', 'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex',
-           'write_table', 'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci',
-           'selection_scores', 'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table',
-           'selection_study', 'selection_comparisons', 'selection_verdicts', 'choose_selector', 'selector_choice_stage',
-           'chosen_method', 'selection_study_figure', 'study_summary_table', 'comparisons_selection_table',
-           'verdict_lines', 'study_json', 'selection_study_outputs', 'visible_map', 'figure5',
-           'encoder_precision_stage', 'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test',
-           'comparisons', 'selection_components', 'claim_components', 'accuracy_figure', 'example_answers',
-           'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
-           'package_versions', 'results_json', 'claims_table', 'comparisons_table', 'selection_measurements',
-           'build_report']
+           'STUDY_CI', 'COMPARED_SELECTORS', 'TAUS', 'COMPARED', 'PAIRED_METRICS', 'TIMING_GROUPS', 'SCHEMA_VERSION',
+           'METHOD_KEYS', 'RESULTS_KEYS', 'NS', 'paper_table', 'paper_dataset', 'report_methods', 'method_title',
+           'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex', 'write_table',
+           'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci', 'selection_scores',
+           'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table', 'selection_study',
+           'selection_comparisons', 'selection_verdicts', 'choose_selector', 'selector_choice_stage', 'chosen_method',
+           'selection_study_figure', 'study_summary_table', 'comparisons_selection_table', 'verdict_lines',
+           'study_json', 'selection_study_outputs', 'visible_map', 'figure5', 'encoder_precision_stage',
+           'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test', 'comparisons',
+           'selection_components', 'claim_components', 'accuracy_figure', 'example_answers', 'examples_figure',
+           'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json', 'package_versions',
+           'results_json', 'claims_table', 'comparisons_table', 'selection_measurements', 'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -245,7 +245,7 @@ def dataset_info(store: RunStore) -> dict:
 def table8(store: RunStore, device: str) -> pd.DataFrame:
     "Table 8 analogue: classes, split sizes, minutes per iteration (this run and the paper)."
     info, mins = dataset_info(store), round_minutes(store)
-    lanes = read_json(store.path("lanes.json")) if store.path("lanes.json").exists() else {}  # written by `reproduce`
+    lanes = read_json(store.path(LANES)) if store.path(LANES).exists() else {}  # written by `reproduce`
     if (lanes.get("jobs") or 1) > 1:
         n = lanes["threads_per_notebook"]
         device += f", {lanes['jobs']} notebooks at once ({n} CPU thread{'s' * (n != 1)} each)"
@@ -304,7 +304,7 @@ STUDY_CI = ("precision", "recall", "precision_specific")  # measures shown with 
 
 def concept_kinds(store: RunStore) -> dict:
     "{concept: kind} (`class`, `generic` or `nonvisual`) from the mini world's spec; {} for other data sets."
-    p = store.path("world/spec.json")
+    p = store.path(WORLD_SPEC)
     if store.cfg.dataset != "mini" or not p.exists(): return {}
     return {z["text"]: z.get("kind", "class") for c in read_json(p)["classes"] for z in c["concepts"]}
 
@@ -406,8 +406,6 @@ def choose_selector(table: dict, tau: float, metric: str = "precision", describe
                 report_half={a: mean(per, False) for a, per in cands.items()}, images=[len(half), len(ids) - len(half)])
 
 # %% ../nbs/21_report.ipynb #cedbf294
-CHOICE = "round-1/selector_choice.json"
-
 def selector_choice_stage(store: RunStore) -> dict:
     """Stage `select/choice`: the selector `ours_<selector>` uses, chosen by `choose_selector` on the selection study
     (precision without generic and non-visual concepts, at InfoNCE's set size, on a seeded half of the train images;
@@ -574,12 +572,12 @@ def figure5(sel: pd.DataFrame, path, ns=(1, 2, 5, 10, 20, 30)) -> Path:
 # %% ../nbs/21_report.ipynb #36a5246c
 def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None) -> dict:
     "Stage `report/encoder/<name>[/tau-<tau>]`: precision (mean, 95 % interval) of the InfoNCE selection with text encoder `name` (at `tau`; None = the run's)."
-    from selfsynth.describe import DESCRIPTIONS, dataset_files
-    from selfsynth.select import embedding_files, embedding_stage, load_selection_inputs, select_ib
+    from selfsynth.layout import DESCRIPTIONS, embedding_files
+    from selfsynth.select import embedding_stage, load_selection_inputs, select_ib
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
     embedding_stage(store, name)  # stored once per encoder: every τ (and the selection itself) reads the same vectors
     suffix = "" if tau is None else f"/tau-{tau:g}"
-    out, (manifest_rel, concepts_rel) = f"report/selection_by_encoder/{safe}{suffix}.json", dataset_files(store.cfg)
+    out, (manifest_rel, concepts_rel) = report_file(f"selection_by_encoder/{safe}{suffix}.json"), dataset_files(store.cfg)
     def run(ctx):
         cfg = ctx.cfg
         inp = load_selection_inputs(store, name)[0]
@@ -590,7 +588,7 @@ def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None
         res = dict(encoder=name, tau=cfg.tau if tau is None else tau, precision=m, low=lo, high=hi, images=len(p))
         write_json(ctx.path(out), res)
         return res
-    return store.stage(f"report/encoder/{safe}{suffix}", run, fields=(["tau"] if tau is None else []) + ["select_std", "select_min", "seed"],
+    return store.stage(stage_name("report", f"encoder/{safe}{suffix}"), run, fields=(["tau"] if tau is None else []) + ["select_std", "select_min", "seed"],
                        inputs=[DESCRIPTIONS, manifest_rel, concepts_rel, embedding_files(store.cfg, name)[1]], outputs=[out])["counts"]
 
 def precision_by_encoder(store: RunStore, encoders) -> dict:
@@ -794,7 +792,7 @@ def git_commit() -> str | None:
 def run_device(store: RunStore) -> str:
     "The device the evaluations ran on (from their manifests), else this machine's."
     for m in store.manifests():
-        if m["name"].startswith("eval/") and m["counts"].get("device"): return m["counts"]["device"]
+        if m["name"].split("/")[0] == "eval" and m["counts"].get("device"): return m["counts"]["device"]
     from selfsynth.models import resolve_device
     return device_name(resolve_device(store.cfg.device))
 
@@ -837,8 +835,8 @@ def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_en
     import torch
     from selfsynth.evaluate import ACCURACY_RULE, fs_model_name
     cfg, info = store.cfg, dataset_info(store)
-    tp = store.path("report/theorems.json")
-    lanes = read_json(store.path("lanes.json")) if store.path("lanes.json").exists() else {}
+    tp = store.path(THEOREMS)
+    lanes = read_json(store.path(LANES)) if store.path(LANES).exists() else {}
     return dict(schema_version=SCHEMA_VERSION, preset=cfg.preset, git_commit=git_commit(), seed=cfg.seed, seeds=list(seeds or [cfg.seed]),
                 world_seed=cfg.world_seed, accuracy_rule=ACCURACY_RULE, fs_model=fs_model_name(cfg), dtype=cfg.dtype,
                 threads=dict(torch=torch.get_num_threads(), notebooks_at_once=lanes.get("jobs", 1),
@@ -899,7 +897,7 @@ def _selection(store: RunStore, ns, direct: bool, encoders, notes: list):
 
 def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direct: bool = True) -> dict:
     "Write every table, figure and `results.json` of the run into `report/`; returns the results object."
-    cfg, out = store.cfg, store.path("report")
+    cfg, out = store.cfg, store.path(REPORT)
     out.mkdir(parents=True, exist_ok=True)
     from selfsynth.stats import judge_claims
     from selfsynth.evaluate import fs_model_name

@@ -8,26 +8,26 @@ Docs: https://selfsynth.github.io/selfsynth/rounds.html.md"""
 from __future__ import annotations
 import logging, time
 from pathlib import Path
-from .methods import SELECTED, method as method_entry, round_dir, selection_path
+from .methods import method as method_entry
+from .layout import SELECTED, model_dir, qa_path, round_stage_names, selection_path
 from .store import RunStore
 from .describe import describe_stage
 from .select import embedding_stage, select_stage, selector_stage
-from .synthesize import synthesize_stage, qa_path
-from .rejection import rejection_stage, rs_qa_path
+from .synthesize import synthesize_stage
+from .rejection import rejection_stage
 from .tune import tune_stage
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'model_for', 'data_stage_for', 'round_stage_names', 'round1_data_stages', 'method_selection_stages',
-           'run_round', 'stage_times']
+__all__ = ['log', 'model_for', 'data_stage_for', 'round1_data_stages', 'method_selection_stages', 'run_round', 'stage_times']
 
 # %% ../nbs/15_rounds.ipynb #2efdb929
 def model_for(store: RunStore, method: str, k: int) -> str:
     "Path of `method`'s model after round `k` (`k = 0`: the base model `cfg.model`, as configured)."
     if not (method == "base" and k == 0): method_entry(method)  # an unknown method: a ValueError naming the known ones
     if k == 0: return store.cfg.model
-    return str(store.path(f"{round_dir(method, k)}/merged"))
+    return str(store.path(model_dir(method, k)))
 
 # %% ../nbs/15_rounds.ipynb #9882e00e
 def data_stage_for(store: RunStore) -> dict:
@@ -38,11 +38,6 @@ def data_stage_for(store: RunStore) -> dict:
     from selfsynth.data import data_stage
     return data_stage(store)
 
-def round_stage_names(method: str, k: int) -> list[str]:
-    "Names of the store stages round `k` of `method` consists of, in order."
-    own = [] if selection_path(method) == SELECTED else [f"select/{method_entry(method).selector}"]
-    data = ["describe", "embed", "select", *own, f"synthesize/{method}"] if k == 1 else [f"rejection/{method}/round-{k}"]
-    return data + [f"tune/{method}/round-{k}"]
 
 # %% ../nbs/15_rounds.ipynb #514731a5
 def round1_data_stages(store: RunStore) -> list:
@@ -61,7 +56,7 @@ def _one_round(store: RunStore, method: str, k: int, launch=None) -> dict:
         qa = qa_path(method, 1)
     else:
         manifests = [rejection_stage(store, method, k)]
-        qa = rs_qa_path(method, k)
+        qa = qa_path(method, k)
     manifests.append(tune_stage(store, method, k, qa, launch=launch))
     return dict(method=method, round=k, model=model_for(store, method, k), qa=qa,
                 stages={m["name"]: m["wall_s"] for m in manifests}, counts={m["name"]: m["counts"] for m in manifests},

@@ -11,6 +11,7 @@ from pathlib import Path
 import selfsynth
 from .config import RunConfig, preset as make_preset, apply_overrides, load_config
 from .store import RunStore
+from .layout import notebook_path
 
 log = logging.getLogger("selfsynth")
 
@@ -41,7 +42,7 @@ class NotebookFailed(RuntimeError):
 def execute(store: RunStore, name: str, out_name: str | None = None, **params) -> Path:
     "Execute template `name` with `params` (plus `run_dir`); keep the executed copy in `notebooks/`."
     import papermill as pm
-    out = store.path(f"notebooks/{out_name or name}.ipynb")
+    out = store.path(notebook_path(out_name or name))
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"run_dir": str(store.root.resolve()), **params}
     log.info(f"executing {name} -> {out}")

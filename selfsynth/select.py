@@ -12,19 +12,19 @@ from pathlib import Path
 import torch
 from .store import RunStore, atomic_path, read_jsonl, write_jsonl, read_json, write_json, file_digest
 from .data import read_concepts, check_labels, Record, LLMEndpoint, LLMError, chat, fan_out
-from .methods import SELECTED
+from .layout import DIRECT_CACHE, PERFECT, SELECTED, STUDY, embedding_files, selection_path, stage_name
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'SELECTORS', 'SELECT_FIELDS', 'STUDY', 'PERFECT', 'STUDY_TAUS', 'STUDY_NS', 'ESTIMATORS', 'SelectionInputs',
-           'embed_texts', 'label_concept_table', 'embed_inputs', 'image_logsumexp', 'leave_one_out_logsumexp',
-           'infonce_scores', 'apply_rule', 'select_ib', 'cosine_scores', 'select_cosine', 'select_class_all',
-           'select_random', 'infonce_image_scores', 'infonce_other_class_scores', 'direct_question', 'parse_yes_no',
-           'vlm_asker', 'endpoint_asker', 'asker_from_env', 'select_direct', 'Selector', 'select', 'selection_vs_n',
-           'described_rows', 'embedding_files', 'embedding_stage', 'load_selection_inputs', 'select_stage',
-           'selector_stage', 'study_selections', 'perfect_rows', 'selection_study_stage']
+__all__ = ['log', 'SELECTORS', 'SELECT_FIELDS', 'STUDY_TAUS', 'STUDY_NS', 'ESTIMATORS', 'SelectionInputs', 'embed_texts',
+           'label_concept_table', 'embed_inputs', 'image_logsumexp', 'leave_one_out_logsumexp', 'infonce_scores',
+           'apply_rule', 'select_ib', 'cosine_scores', 'select_cosine', 'select_class_all', 'select_random',
+           'infonce_image_scores', 'infonce_other_class_scores', 'direct_question', 'parse_yes_no', 'vlm_asker',
+           'endpoint_asker', 'asker_from_env', 'select_direct', 'Selector', 'select', 'selection_vs_n',
+           'described_rows', 'embedding_stage', 'load_selection_inputs', 'select_stage', 'selector_stage',
+           'study_selections', 'perfect_rows', 'selection_study_stage']
 
 # %% ../nbs/11_select.ipynb #44947206
 @dataclass
@@ -393,12 +393,6 @@ def described_rows(store: RunStore) -> tuple[list, dict]:
     check_labels([Record(r["id"], "", r["label"], "train") for r in rows], concepts, store.path(concepts_rel))
     return rows, concepts
 
-def embedding_files(cfg, encoder: str | None = None) -> tuple[str, str]:
-    "(stage name, file) of the embeddings by text encoder `encoder`: `embed` for the run's retriever, `embed/<encoder>` for another."
-    if encoder in (None, cfg.retriever): return "embed", "round-1/embeddings/retriever.safetensors"
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder)
-    return f"embed/{safe}", f"round-1/embeddings/{safe}.safetensors"
-
 def embedding_stage(store: RunStore, encoder: str | None = None) -> dict:
     """Stage `embed` (or `embed/<encoder>`): the run's descriptions and distinct concepts embedded with text encoder
     `encoder` (default: the run's retriever) into a safetensors file, made once for every reader."""
@@ -445,7 +439,6 @@ def selector_stage(store: RunStore, selector: str) -> dict:
     """Stage `select/<selector>`: selector `selector` (a key of `SELECTORS`) keeps, for every image, as many concepts as
     the paper's selection kept (its top k by its own score) -> `selection_path` of `ours_<selector>`. Beyond the paper:
     the methods `ours_<selector>` read it, so they differ from ours in which concepts, never in how many."""
-    from selfsynth.methods import selection_path
     cfg, out = store.cfg, selection_path(f"ours_{selector}")
     if out == SELECTED: raise ValueError(f"selector {selector!r}: its selection is the paper's, made by stage `select`")
     select_stage(store)
@@ -455,12 +448,10 @@ def selector_stage(store: RunStore, selector: str) -> dict:
         rows = select(selector, inp, tau=cfg.tau, k=k, chunk=cfg.select_chunk, device=_device(cfg))
         write_jsonl(ctx.path(out), [dict(r, selector=selector) for r in rows])
         return dict(images=len(rows), selector=selector, mean_selected=round(sum(k.values()) / max(len(k), 1), 3))
-    return store.stage(f"select/{selector}", run, fields=SELECT_FIELDS,
+    return store.stage(stage_name("select", selector), run, fields=SELECT_FIELDS,
                        inputs=[DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1], SELECTED], outputs=[out])
 
 # %% ../nbs/11_select.ipynb #557ac986
-STUDY = "round-1/selection_study.jsonl"
-PERFECT = "round-1/perfect_descriptions.jsonl"
 STUDY_TAUS = (0.01, 0.1, 0.3, 1.0)
 STUDY_NS = (1, 2, 5, 10, 20, 30)
 ESTIMATORS = ("infonce", "infonce_image", "infonce_other_class", "cosine")
@@ -544,7 +535,7 @@ def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, tau
             t1 = time.perf_counter()
             recs, root = train_records(store)
             images = {r.id: str(r.image_path(root)) for r in recs}
-            ask, counts["direct_selector"] = asker_from_env(ctx.path("round-1/.direct_cache")), os.environ.get("SELFSYNTH_LLM_MODEL")
+            ask, counts["direct_selector"] = asker_from_env(ctx.path(DIRECT_CACHE)), os.environ.get("SELFSYNTH_LLM_MODEL")
             if ask is None:
                 from selfsynth.models import load_vlm
                 ask, counts["direct_selector"] = vlm_asker(*load_vlm(cfg.model, cfg.device, cfg.dtype), cfg.gen_batch_size), cfg.model

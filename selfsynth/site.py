@@ -186,10 +186,11 @@ def _api_cell(module: str, src: str, tree, names: list, shown: set):
     return nbformat.v4.new_markdown_cell("\n\n".join(parts))
 
 # %% ../nbs/41_site.ipynb #1680a4b8
-def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool = True, workers: int = 2,
+def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool | str | list = True, workers: int = 2,
                timeout: int = 600) -> Path:
-    """Build the docs site into `out`; return the index page. Without Quarto: every notebook is executed (`execute`,
-    `workers` at a time) so that its pages show the demos' outputs, and each page gets the sidebar and the search."""
+    """Build the docs site into `out`; return the index page. Without Quarto: the notebooks are executed (`workers` at
+    a time) so that their pages show the demos' outputs: every one (`execute=True`), none (`False`), or those `execute`
+    names (file names or stems, e.g. `["03_world", "11_select"]`); each page gets the sidebar and the search."""
     out = Path(out)
     if shutil.which("quarto"):
         subprocess.run(["nbdev-docs"], check=True)
@@ -199,8 +200,14 @@ def build_site(out: str | Path = "_docs", nbs: str | Path = "nbs", execute: bool
     from nbdev.config import get_config
     from nbconvert import HTMLExporter
     src = sorted(Path(nbs).glob("*.ipynb"))
+    if isinstance(execute, bool): todo = src if execute else []
+    else:
+        names = {execute} if isinstance(execute, str) else set(execute)
+        if unknown := names - {p.stem for p in src} - {p.name for p in src}:
+            raise ValueError(f"build_site: no notebook {sorted(unknown)} in {nbs}")
+        todo = [p for p in src if p.stem in names or p.name in names]
     with ThreadPoolExecutor(max(1, workers)) as ex:  # each notebook in its own kernel process
-        runs = dict(zip([p.stem for p in src], ex.map(lambda p: executed_outputs(p, timeout) if execute else ({}, None), src)))
+        runs = dict(zip([p.stem for p in todo], ex.map(lambda p: executed_outputs(p, timeout), todo)))
     proc = proc_nbs(str(nbs), n_workers=0)  # in-process: spawned workers re-import `python -m` entry points
     nbs_ = sorted(p for p in Path(proc).glob("*.ipynb"))
     meta = {p: _front_matter(json.loads(p.read_text())) for p in nbs_}

@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib, functools, logging, random, re
 from collections import Counter
 from .config import ConfigError
-from .methods import SELECTED, method as method_entry, round_dir, selection_path
+from .methods import method as method_entry
+from .layout import SELECTED, qa_path, selection_path, stage_name
 from .store import RunStore, read_jsonl
 from .data import read_concepts, check_labels, Record
 from .describe import OBJECTS, dataset_files, train_records, seed_for, model_inputs
@@ -20,7 +21,7 @@ log = logging.getLogger("selfsynth")
 __all__ = ['log', 'SIMPLE', 'EXPLAIN', 'COT', 'KINDS', 'QUERIES', 'SYNTH_FIELDS', 'query_pool', 'sample_kind', 'sample_query',
            'rewrite_prompt', 'normalize_label', 'contains_label', 'label_ratio', 'LabelFinder', 'label_finder',
            'names_label', 'check_answer', 'fallback_answer', 'nl_answer', 'image_rng', 'plan_image', 'finish_image',
-           'qa_path', 'selected_with_images', 'synthesize_stage']
+           'selected_with_images', 'synthesize_stage']
 
 # %% ../nbs/12_synthesize.ipynb #33ad444b
 SIMPLE = [
@@ -238,10 +239,6 @@ def finish_image(sel: dict, image: str, plans: list, answers: list, method: str,
 SYNTH_FIELDS = ["dataset", "model", "seed", "synth_answers", "synth_temperature", "synth_max_new_tokens",
                 "query_p_simple", "fuzzy_ratio", "gen_batch_size", "dtype", "gen_backend", "gen_draw"]
 
-def qa_path(method: str, round_: int = 1) -> str:
-    "Where a method's training pairs of a round live (its `round_dir`)."
-    return f"{round_dir(method, round_)}/qa.jsonl"
-
 def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]:
     "Plan, generate and check the pairs of one chunk of images."
     from selfsynth import models
@@ -299,4 +296,4 @@ def synthesize_stage(store: RunStore, method: str = "ours", chunk_images: int = 
         c = _counts(rows, method, len(sels), label_finder(concepts))
         log.info(f"synthesize/{method}: {c['pairs']} pairs; " + ", ".join(f"{k}={v}" for k, v in c.items() if k.endswith("rate")))
         return c
-    return store.stage(f"synthesize/{method}", run, fields=SYNTH_FIELDS, inputs=inputs, outputs=[out])
+    return store.stage(stage_name("synthesize", method), run, fields=SYNTH_FIELDS, inputs=inputs, outputs=[out])

@@ -19,22 +19,22 @@ from scipy import stats
 from scipy.special import gammaln, logsumexp, xlogy
 from .config import load_config
 from .data import Record, read_manifest, read_concepts
-from .describe import DESCRIPTIONS, dataset_files
+from .layout import DESCRIPTIONS, THEOREMS, dataset_files, report_file
 from .store import RunStore, read_jsonl, write_json
 from .select import SelectionInputs, embed_inputs, select_ib
 
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'THEOREMS', 'ASSUMPTIONS', 'check_result', 'with_control', 'mean_ci',
-           'paired_trend', 'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions',
-           'swap_descriptions', 'consistency_check', 'gaussian_mi', 'gaussian_critic', 'infonce_gaussian',
-           'constant_gaussian_critic', 'infonce_check', 'method_critic_world', 'cosine_critic', 'constant_critic',
-           'infonce_method', 'infonce_method_check', 'random_chain', 'class_chain', 'count_vectors', 'chain_mi',
-           'data_processing_check', 'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser',
-           'synthetic_candidates', 'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi',
-           'plot_best_of_k', 'plot_check', 'skipped', 'run_consistency', 'perfect_reference', 'candidate_rows',
-           'evaluation_quality', 'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
+__all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'ASSUMPTIONS', 'check_result', 'with_control', 'mean_ci', 'paired_trend',
+           'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions', 'swap_descriptions',
+           'consistency_check', 'gaussian_mi', 'gaussian_critic', 'infonce_gaussian', 'constant_gaussian_critic',
+           'infonce_check', 'method_critic_world', 'cosine_critic', 'constant_critic', 'infonce_method',
+           'infonce_method_check', 'random_chain', 'class_chain', 'count_vectors', 'chain_mi', 'data_processing_check',
+           'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser', 'synthetic_candidates',
+           'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi', 'plot_best_of_k', 'plot_check',
+           'skipped', 'run_consistency', 'perfect_reference', 'candidate_rows', 'evaluation_quality', 'run_best_of_k',
+           'run_theory', 'summary', 'show', 'report']
 
 # %% ../nbs/22_theory.ipynb #1de9ac3a
 def check_result(id: str, assumption: str, measure: str, measured, threshold, criteria: dict, details: dict) -> dict:
@@ -576,8 +576,6 @@ def plot_check(r):
     return fig
 
 # %% ../nbs/22_theory.ipynb #6dcabdea
-THEOREMS = "report/theorems.json"
-
 ASSUMPTIONS = dict(
     consistency="each description is a noisy view of what is visible in its own image",
     infonce_bound="negatives are i.i.d. draws from the marginal; the critic is the log density ratio",
@@ -642,7 +640,7 @@ def perfect_reference(store: RunStore, records, desc_rows) -> tuple:
 # %% ../nbs/22_theory.ipynb #729ee170
 def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours", max_queries: int | None = 1000) -> tuple:
     "`(rows, kept, rounds)` of check 4 from a run's candidates and kept pairs; `quality_fn(answers, records, labels)` (`data.Record`s: their ground truth)."
-    from selfsynth.rejection import candidates_path, rs_qa_path
+    from selfsynth.layout import candidates_path, qa_path
     records = {r.id: r for r in _records(store)}
     found = {}
     for k in range(2, store.cfg.rounds + 1):
@@ -666,7 +664,7 @@ def candidate_rows(store: RunStore, quality_fn, correct_fn, method: str = "ours"
         quality = quality_fn([c["answer"] for c in cands], [records[c["id"]] for c in cands], [c["label"] for c in cands])
         rows += [dict(group=(k, c["id"], c["query"]), score=c["score"], quality=q, correct=correct_fn(c["answer"], c["label"]))
                  for c, q in zip(cands, quality)]
-        qa = store.path(rs_qa_path(method, k))
+        qa = store.path(qa_path(method, k))
         if qa.exists(): kept += [dict(correct=correct_fn(r["answer"], r["label"])) for r in read_jsonl(qa)]
         rounds.append(k)
     return rows, kept, rounds
@@ -723,7 +721,7 @@ def run_theory(run, quick: bool = False, embed_fn=None, quality_fn=None, figures
         import matplotlib.pyplot as plt
         for r in results:
             fig = plot_check(r)
-            fig.savefig(store.path(f"report/theory_{r['id']}.png"), dpi=110)
+            fig.savefig(store.path(report_file(f"theory_{r['id']}.png")), dpi=110)
             plt.close(fig)
     return results
 

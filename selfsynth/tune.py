@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from .config import ConfigError, RunConfig
-from .methods import round_dir
+from .layout import adapter_dir, data_dir, model_dir, round_dir, stage_name, train_log
 from .store import RunStore, atomic_path, read_json, read_jsonl, write_json
 from .models import chat_prompt, load_image, load_vlm, resolve_device, resolve_dtype, _model_dir
 
@@ -24,7 +24,7 @@ log = logging.getLogger("selfsynth")
 __all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'encode_batch', 'lora_targets', 'projector_name', 'add_lora',
            'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing',
            'use_compiled_blocks', 'compile_blocks', 'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned',
-           'main', 'launch_train', 'round_dir', 'image_root', 'start_model', 'tune_stage']
+           'main', 'launch_train', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -335,17 +335,9 @@ if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m self
 TUNE_FIELDS = ["lora_r", "lora_alpha", "lora_dropout", "lr", "epochs", "batch_size", "warmup_ratio", "augment",
                "general_data", "seed", "dtype"]  # micro_batch_size / grad_checkpointing / compile_blocks / device change speed, not the result
 
-def round_dir(method: str, k: int) -> str:
-    "Folder of round `k` of `method`, relative to the run folder."
-    return f"round-{k}" if method == "ours" else f"baselines/{method}/round-{k}"
-
-def image_root(cfg: RunConfig) -> str:
-    "Folder (relative to the run) holding the dataset manifest that image paths are relative to."
-    return "world" if cfg.dataset == "mini" else "data"
-
 def start_model(store: RunStore, method: str, k: int) -> str:
     "The model round `k` of `method` starts from: the base model (absolute folder) for round 1, else round k-1's merged model (relative)."
-    return str(_model_dir(store.cfg.model).resolve()) if k == 1 else f"{round_dir(method, k - 1)}/merged"
+    return str(_model_dir(store.cfg.model).resolve()) if k == 1 else model_dir(method, k - 1)
 
 def tune_stage(store: RunStore, method: str, k: int, qa_rel: str, launch: list[str] | None = None) -> dict:
     "Stage `tune/<method>/round-<k>`: train on `qa_rel`, write the round's adapter/ and merged/. `launch` (default: `cfg.tune_launch`): see `launch_train`."
@@ -356,12 +348,12 @@ def tune_stage(store: RunStore, method: str, k: int, qa_rel: str, launch: list[s
     base = start_model(store, method, k)
     def run(ctx):
         base_path = ctx.path(base)  # an absolute `base` stays as it is
-        samples = load_samples(ctx.path(qa_rel), ctx.path(image_root(cfg)), cfg.general_data, cfg.seed)
+        samples = load_samples(ctx.path(qa_rel), ctx.path(data_dir(cfg.dataset)), cfg.general_data, cfg.seed)
         t0 = time.perf_counter()
         res = (launch_train(base_path, samples, ctx.path(out), cfg, launch) if launch
                else train(base_path, samples, ctx.path(out), cfg))
-        write_json(ctx.path(f"{out}/train_log.json"), res)
+        write_json(ctx.path(train_log(method, k)), res)
         return dict(res, wall_s=round(time.perf_counter() - t0, 2))
     inputs = [qa_rel, base] + ([cfg.general_data] if cfg.general_data else [])
-    return store.stage(f"tune/{method}/round-{k}", run, fields=TUNE_FIELDS, inputs=inputs,
-                       outputs=[f"{out}/adapter", f"{out}/merged", f"{out}/train_log.json"])
+    return store.stage(stage_name("tune", method, k), run, fields=TUNE_FIELDS, inputs=inputs,
+                       outputs=[adapter_dir(method, k), model_dir(method, k), train_log(method, k)])

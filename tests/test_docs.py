@@ -16,12 +16,19 @@ def _chrome(tmp_path, *args, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+# The notebooks whose outputs these tests look at (images, search hits, screenshots). `make docs` executes every notebook;
+# here the others' pages are built from code and prose alone, since running every notebook's demos is what `nbdev-test`
+# (the second half of `make test`) does, with the same cells.
+EXECUTED = ("03_world", "11_select")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "_docs"
-    r = subprocess.run([sys.executable, "-c", f"from selfsynth.site import build_site; build_site({str(out)!r})"],
+    r = subprocess.run([sys.executable, "-c", f"from selfsynth.site import build_site; build_site({str(out)!r}, execute={EXECUTED!r})"],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not re.search(r"^build_site: \S+ stopped: ", r.stdout, re.M), r.stdout[-3000:]  # a notebook failed part-way
     return out
 
 
@@ -56,6 +63,13 @@ def test_search_for_infonce_finds_the_select_page(site, tmp_path):
     hits = re.findall(r'<li class="ss-hit"><a href="([^"]+)"', dom)
     assert "select.html" in hits, hits
     assert not re.findall(r'<li class="ss-hit">', _chrome(tmp_path, "--dump-dom", (site / "index.html").as_uri() + "?q=zqxjkv").stdout)
+
+
+@pytest.mark.skipif(shutil.which("quarto") is not None, reason="with Quarto, build_site is nbdev-docs")
+def test_notebooks_to_execute_must_exist(tmp_path):
+    from selfsynth.site import build_site
+    with pytest.raises(ValueError, match=r"no notebook \['03_wrold'\]"): build_site(tmp_path / "_docs", execute=["03_world", "03_wrold"])
+    assert not (tmp_path / "_docs").exists()
 
 
 def test_pages_show_the_demos_outputs(site):

@@ -3,7 +3,8 @@ import pytest
 from selfsynth.config import preset
 from selfsynth.store import RunStore, read_jsonl
 from selfsynth.models import make_random_llava
-from selfsynth.methods import REGISTRY, SELECTED, Method, register, round_dir, selection_path
+from selfsynth.methods import REGISTRY, Method, register
+from selfsynth.layout import SELECTED, round_dir, selection_path
 from selfsynth.rounds import run_round, round_stage_names
 
 @pytest.fixture(scope="module")

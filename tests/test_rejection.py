@@ -10,8 +10,8 @@ from selfsynth.select import SELECTED
 from selfsynth.models import make_random_llava
 import selfsynth.models as models
 from selfsynth.rejection import (answer_scores, score_candidates, choose, image_queries, query_rng, rejection_stage,
-                                 candidates_path, rs_qa_path, RS_KINDS)
-from selfsynth.tune import round_dir
+                                 RS_KINDS)
+from selfsynth.layout import candidates_path, qa_path, round_dir
 from selfsynth.synthesize import label_finder
 
 def brute_r(b, zstar, negatives, tau):
@@ -133,7 +133,7 @@ def test_stage_keeps_best_labelled_candidate(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "generate", fake)
     store = _world(tmp_path / "run", tiny)
     m = rejection_stage(store, "ours", 2)
-    cands, qa = read_jsonl(tmp_path / "run" / candidates_path("ours", 2)), read_jsonl(tmp_path / "run" / rs_qa_path("ours", 2))
+    cands, qa = read_jsonl(tmp_path / "run" / candidates_path("ours", 2)), read_jsonl(tmp_path / "run" / qa_path("ours", 2))
     assert len(qa) == 12 and m["counts"]["candidates"] == 36
     for row in qa:
         group = [c for c in cands if c["id"] == row["id"] and c["question"] == row["question"]]
