@@ -27,13 +27,14 @@ __all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS
            'seed_stores', 'read_eval', 'collect_evals', 'collect_results', 'to_markdown', 'to_latex', 'write_table',
            'table1', 'table12', 'cs_table', 'round_minutes', 'dataset_info', 'table8', 'mean_ci', 'selection_scores',
            'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table', 'selection_study',
-           'selection_comparisons', 'selection_verdicts', 'choose_selector', 'selector_choice_stage', 'chosen_method',
-           'selection_study_figure', 'study_summary_table', 'comparisons_selection_table', 'verdict_lines',
-           'study_json', 'selection_study_outputs', 'visible_map', 'figure5', 'encoder_precision_stage',
-           'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test', 'comparisons',
-           'selection_components', 'claim_components', 'accuracy_figure', 'example_answers', 'examples_figure',
-           'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json', 'package_versions',
-           'results_json', 'claims_table', 'comparisons_table', 'selection_measurements', 'build_report']
+           'selection_comparisons', 'selection_verdicts', 'choose_selector', 'selector_choice_stage', 'choice_note',
+           'chosen_method', 'selection_study_figure', 'study_summary_table', 'comparisons_selection_table',
+           'verdict_lines', 'study_json', 'selection_study_outputs', 'visible_map', 'figure5',
+           'encoder_precision_stage', 'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test',
+           'comparisons', 'selection_components', 'claim_components', 'accuracy_figure', 'example_answers',
+           'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
+           'package_versions', 'results_json', 'claims_table', 'comparisons_table', 'selection_measurements',
+           'build_report']
 
 # %% ../nbs/21_report.ipynb #000a74b1
 PAPER_DIR = Path(selfsynth.__file__).resolve().parent.parent / "data" / "paper"
@@ -425,6 +426,14 @@ def selector_choice_stage(store: RunStore) -> dict:
         write_json(ctx.path(CHOICE), c)
         return dict(chosen=c["chosen"], method=c["method"], choice_half=c["choice_half"][c["chosen"]], report_half=c["report_half"][c["chosen"]])
     return store.stage("select/choice", run, fields=["tau", "seed"], inputs=[STUDY, dataset_files(cfg)[0]], outputs=[CHOICE])
+
+def choice_note(c: dict) -> str:
+    "The report's sentence on the selector the study chose for `ours_<selector>` (from `selector_choice.json`)."
+    said = (f"the study chose **{c['chosen']}** by {c['metric']} at InfoNCE's set size (choosing half {c['choice_half'][c['chosen']]:.3f}, "
+            f"reported half {c['report_half'][c['chosen']]:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in c["report_half"].items() if v is not None) + ")")
+    then = (f"its method `{c['method']}` is in Table 1, beyond the paper" if c["method"] else
+            "the paper's own selector, so `ours` is that method and no other was trained")
+    return f"Beyond the paper (`selector_method`): {said}: {then}."
 
 def chosen_method(store: RunStore) -> str | None:
     "The `ours_<selector>` method the study chooses for this run (None when it chooses InfoNCE, the paper's)."
@@ -906,6 +915,7 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
     md = [f"# Report: {store.root.name} ({cfg.dataset}, preset {cfg.preset}, training seeds {', '.join(map(str, seeds))})", ""]
     if results["missing"]: notes.append("Missing from this run (no evaluation files): " + ", ".join(results["missing"]) + ".")
     for m, ks in results["missing_rounds"].items(): notes.append(f"{m}: rounds {ks} not evaluated.")
+    if store.path(CHOICE).exists(): notes.append(choice_note(read_json(store.path(CHOICE))))
     device = run_device(store)
     comps = comparisons(evals, cfg.rounds, cfg.seed)
     claims = judge_claims(claim_components(store, evals), cfg.rounds)

@@ -76,6 +76,10 @@ def test_the_study_chooses_the_selector_on_half_the_images(store):
     assert m == (None if c["chosen"] == "infonce" else f"ours_{c['chosen']}") and (m is None or m in REGISTRY)
     assert sum(c["images"]) == store.manifest("select")["counts"]["images"]
     assert selector_choice_stage(store)["counts"]["chosen"] == c["chosen"]  # a finished stage: read back, not redone
+    from selfsynth.report import choice_note
+    note = choice_note(c)
+    assert f"**{c['chosen']}**" in note and (("no other was trained" in note) == (m is None))
+    assert "is in Table 1" in choice_note(dict(c, chosen="cosine", method="ours_cosine"))
 
 def test_no_ground_truth_no_choice(store, monkeypatch):
     "A data set without per-image ground truth cannot choose: a clear error naming the config key."
