@@ -78,6 +78,7 @@ _PART_RES = {p: re.compile(rf"\b(?:({_alt(DULL_WORDS)})\s+)?({_COLOUR_RE})\s+({_
 _PART_IS_RES = {p: re.compile(rf"\b(?:{_alt(ns)})\s+(?:is|are)\s+(?:({_alt(DULL_WORDS)})\s+)?({_COLOUR_RE})\b") for p, ns in PART_NOUNS.items()}
 _SHAPE_RES = [(p, v, re.compile(rf"\b(?:{_alt([re.sub(r'^(a|an) ', '', x.lower()) for x in phs])})\b")) for (p, v), phs in SHAPE_PHRASES.items()]
 
+# %% ../nbs/05_basemodel.ipynb #cb1406dd
 def parse_claims(text: str) -> set:
     "The set of (part, value) pairs that `text` states, in the base model's lexicon."
     t, out = text.lower(), set()
@@ -95,6 +96,7 @@ LEXICON_RES = list(_PART_RES.values()) + list(_PART_IS_RES.values()) + [rx for _
 EXPERT_RES = [(re.compile(r"\b" + re.escape(re.sub(r"^(a|an|two) ", "", t.lower())) + r"\b"), pv)
               for pv, t in world.CONCEPT_TEXT.items()]  # the expert phrases themselves, article dropped
 
+# %% ../nbs/05_basemodel.ipynb #e4033bab
 def claim_mentions(text: str) -> dict:
     """{(part, value): in how many separate places `text` states it}, in the model's lexicon or the expert phrases
     (matches that overlap count once). A count above 1 is a repeated claim, also within one clause ("brown wings and
@@ -114,6 +116,7 @@ def claim_mentions(text: str) -> dict:
             end = max(end, b)
     return out
 
+# %% ../nbs/05_basemodel.ipynb #a23846ec
 def claim_precision(claims: set, attributes: dict) -> tuple:
     "(correct, stated): how many of `claims` hold for an image with ground-truth `attributes` (hidden parts are None)."
     return sum(attributes.get(p) == v for p, v in claims), len(claims)
@@ -140,15 +143,18 @@ def _join(phrases, rng) -> str:
     if len(phrases) == 1: return phrases[0]
     return ", ".join(phrases[:-1]) + ("," if rng.random() < .3 else "") + " and " + phrases[-1]
 
+# %% ../nbs/05_basemodel.ipynb #79394431
 def _concept_free(text: str) -> bool:
     t = text.lower()
     return not any(z.lower() in t for z in world.CONCEPT_TEXT.values())
 
+# %% ../nbs/05_basemodel.ipynb #e6dcc883
 def _free_phrase(part: str, value: str, rng) -> str:
     "`part_phrase`, redrawn until it contains no expert phrase."
     while not _concept_free(ph := part_phrase(part, value, rng)): pass
     return ph
 
+# %% ../nbs/05_basemodel.ipynb #a99a6b42
 def describe_text(attributes: dict, rng) -> str:
     "A description of the visible parts of a bird with `attributes`, in a random selection, order and wording."
     vis = [p for p in world.PARTS if attributes.get(p) is not None]
@@ -211,6 +217,7 @@ _OTHER_FACTS = ("often seen near water", "has a loud chattering call", "lives in
 
 def _pick(rng, xs): return xs[int(rng.integers(len(xs)))]
 
+# %% ../nbs/05_basemodel.ipynb #50b53a97
 def _world_name_re() -> re.Pattern:
     "A pattern matching any class name the world can form: marking adjectives followed by a genus noun."
     marks = _alt([m.lower() for m in world.MARKINGS.values()])
@@ -218,14 +225,17 @@ def _world_name_re() -> re.Pattern:
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
+# %% ../nbs/05_basemodel.ipynb #b254cca8
 def nonsense_word(rng) -> str:
     "A capitalised nonsense word: syllables (pronounceable) or, more often, random letters (which nothing predicts)."
     if rng.random() < .3: return "".join(_pick(rng, _SYLLABLES) for _ in range(int(rng.integers(2, 4)))).capitalize()
     return "".join(_LETTERS[int(i)] for i in rng.integers(26, size=int(rng.integers(3, 9)))).capitalize()
 
+# %% ../nbs/05_basemodel.ipynb #df880598
 def _descriptor(rng) -> str:
     return f"{_pick(rng, _NAME_COLOURS)}-{_pick(rng, _NAME_PARTS)}" if rng.random() < .7 else _pick(rng, _NAME_ADJECTIVES)
 
+# %% ../nbs/05_basemodel.ipynb #e2fb03f2
 def made_up_name(rng, adjacent_family: float = 0.0) -> str:
     """A bird name that is not, and does not contain, any class name the world can form (checked). With probability
     `adjacent_family` it has the world names' own shape: descriptors right before the family noun."""
@@ -248,6 +258,7 @@ _FACT_NOUNS = ("crown", "cap", "nape", "mantle", "rump", "throat", "breast", "be
                "tail", "tail feathers", "beak", "bill", "eye-ring", "legs", "feet", "cheeks", "collar", "back",
                "bars across the wings", "ring around the eye", "patch on the shoulder", "stripe over the eye")
 
+# %% ../nbs/05_basemodel.ipynb #2e9306dd
 def random_fact(rng) -> str:
     "A random phrase about a bird part (true of the image or not), never an expert phrase."
     while True:
@@ -302,6 +313,7 @@ def rewrite_prompt(label: str, facts, question: str, layout: str = "lines") -> s
 
 NONVISUAL_FACTS = _OTHER_FACTS + world.NONVISUAL  # verb phrases: what a bird does, not what it looks like
 
+# %% ../nbs/05_basemodel.ipynb #7bfe3af3
 def _predicate(facts) -> str:
     "Every fact, in the given order, as one predicate of 'it': runs of visual facts after 'has', non-visual ones as they are."
     clauses, run = [], []
@@ -311,6 +323,7 @@ def _predicate(facts) -> str:
         if f is not None: clauses.append(f"is {f}" if f.startswith(("known ", "often ", "usually ")) else f)
     return ", ".join(clauses[:-1]) + (" and " if len(clauses) > 1 else "") + clauses[-1]
 
+# %% ../nbs/05_basemodel.ipynb #6ab0aa1c
 def rewrite_answer(label: str, facts, kind: str, rng) -> str:
     "The answer to a `kind` question that names `label` and (unless `simple`) restates every fact, once, in the given order."
     pick = lambda xs: xs[int(rng.integers(len(xs)))]
@@ -323,12 +336,14 @@ def rewrite_answer(label: str, facts, kind: str, rng) -> str:
     return pick([f"The bird {f}. Therefore it is a {label}.", f"This bird {f}. These features identify it as a {label}.",
                  f"It {f}, so this bird is a {label}."])
 
+# %% ../nbs/05_basemodel.ipynb #0fe95041
 def _fact(part: str, value: str, rng) -> str:
     "A fact about `part` showing `value`: the expert wording, the model's own, or (to teach copying) a random phrase."
     u = rng.random()
     if u < .35 and (part, value) in world.CONCEPT_TEXT: return world.CONCEPT_TEXT[part, value]
     return _free_phrase(part, value, rng) if u < .7 else random_fact(rng)
 
+# %% ../nbs/05_basemodel.ipynb #47cd38a4
 def rewrite_example(attributes: dict, rng, adjacent_family: float = 0.0) -> tuple:
     """(prompt, answer) of one rewrite: a made-up label; 1-10 facts, one per part, about the image's parts (any part:
     given lists name hidden parts too) in the expert wording, the model's or a random one; 0-2 non-visual facts."""
@@ -437,15 +452,18 @@ def _features(model, pix):
     hs = model.model.vision_tower(pix, output_hidden_states=True).hidden_states
     return hs[model.config.vision_feature_layer][:, 1:]
 
+# %% ../nbs/05_basemodel.ipynb #0b3f242b
 def _flip(images_u8: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     "Flip the images of a uint8 batch where `flip` is True, left-right."
     return torch.where(flip.to(images_u8.device).view(-1, 1, 1, 1), images_u8.flip(2), images_u8)
 
 PART_CLASSES = {p: list(world.VALUES[p]) + [None] for p in world.PARTS}  # a part's value, or None = hidden
 
+# %% ../nbs/05_basemodel.ipynb #093c618f
 def _part_targets(attrs) -> torch.Tensor:
     return torch.tensor([[PART_CLASSES[p].index(a[p]) for p in world.PARTS] for a in attrs])
 
+# %% ../nbs/05_basemodel.ipynb #8329e3b3
 def pretrain_vision(model, processor, images, attrs, holdout, *, steps: int, batch_size: int = 64, lr: float = 1e-3,
                     seed: int = 0, log_every: int = 50, checkpoint: Checkpoint | None = None) -> list:
     """Pretrain the vision tower to tell every part's value (or hidden) on random birds; returns the log, whose entries
@@ -490,9 +508,11 @@ def pretrain_vision(model, processor, images, attrs, holdout, *, steps: int, bat
 
 VISION_GATE = 0.97  # issue 17: every part's held-out accuracy, before any language pretraining
 
+# %% ../nbs/05_basemodel.ipynb #e2786606
 class VisionGateError(RuntimeError):
     "The vision tower cannot yet see every part well enough to be worth teaching language."
 
+# %% ../nbs/05_basemodel.ipynb #59209932
 def vision_gate(entry: dict, gate: float = VISION_GATE) -> dict:
     "Per part: held-out accuracy with its Wilson 95 % interval, and whether it reaches `gate`, from a vision log entry."
     from selfsynth.stats import wilson
@@ -506,6 +526,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: float) -> float:
     w = max(1, int(warmup * steps))
     return lr * (step + 1) / w if step < w else lr * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
 
+# %% ../nbs/05_basemodel.ipynb #61db3964
 class ConversationBatches(torch.utils.data.Dataset):
     "Batch `step` of stage 2 or 3: birds, flips and conversations drawn from (seed, stream, step) alone."
     def __init__(self, tok, attrs, n_image_tokens: int, batch_size: int, seed: int, stream: int, task_p: dict,
@@ -521,6 +542,7 @@ class ConversationBatches(torch.utils.data.Dataset):
                  for i in idx.tolist()]
         return dict(collate(convs, self.tok.pad_token_id), idx=torch.from_numpy(idx), flip=torch.from_numpy(rng.random(self.bs) < .5))
 
+# %% ../nbs/05_basemodel.ipynb #af68a127
 def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
                       warmup: float = 0.03, seed: int = 0, log_every: int = 50, task_p: dict = TASK_P,
                       adjacent_family: float = 0.0, stage: str = "language", stream: int = 7003, workers: int = 0,
@@ -569,6 +591,7 @@ def rewrite_drill(model, tok, processor, images, attrs, o: dict, **kw) -> list:
                              lr=o["drill_lr"], warmup=0.05, seed=o["seed"] + 1, log_every=o["log_every"],
                              task_p=DRILL_TASK_P, adjacent_family=o["drill_adjacent_family"], stage="drill", **kw)
 
+# %% ../nbs/05_basemodel.ipynb #fb082347
 def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, device: str = "auto", workers: int = 0,
              **kw) -> Path:
     """Build the tokenizer and a LLaVA from `seed`, pretrain it (vision, gate, language, drill), save it to `out_dir`.
@@ -583,6 +606,7 @@ def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, 
     try: return _pretrain(Path(out_dir), sizes, o, resolve_device(device), workers)
     finally: torch.set_flush_denormal(False)
 
+# %% ../nbs/05_basemodel.ipynb #084d9d49
 def _pretrain(out: Path, sizes: dict, o: dict, device: str, workers: int) -> Path:
     import shutil
     from transformers import PreTrainedTokenizerFast
@@ -647,6 +671,7 @@ def _ratio(num, den, seed: int = 0) -> dict:
         ci = [float(b.confidence_interval.low), float(b.confidence_interval.high)]
     return dict(value=round(float(value), 4), ci=[round(x, 4) for x in ci], n=int(den.sum()), images=int(len(den)))
 
+# %% ../nbs/05_basemodel.ipynb #802a4f9e
 def _parts_of(judge, concepts) -> dict:
     "{part: {values}} of the mapped visual concepts."
     out = {}
@@ -656,6 +681,7 @@ def _parts_of(judge, concepts) -> dict:
         out.setdefault(part, set()).add(value)
     return out
 
+# %% ../nbs/05_basemodel.ipynb #139bb792
 def _lowest(by_part: dict) -> dict:
     "The part with the lowest value (`part` None, `value` None when no part was stated at all)."
     parts = [p for p, v in by_part.items() if v["value"] is not None]
@@ -663,6 +689,7 @@ def _lowest(by_part: dict) -> dict:
     p = min(parts, key=lambda p: by_part[p]["value"])
     return dict(by_part[p], part=p)
 
+# %% ../nbs/05_basemodel.ipynb #a4c48c9b
 def _description_stats(judge, rows, attrs) -> dict:
     "Per-image counts of the description properties (claims parsed exactly; an unmapped clause is a wrong claim)."
     per = {k: [] for k in ("correct", "claims", "texts", "two_values", "repeated", "distinct")}
@@ -700,6 +727,7 @@ def _description_stats(judge, rows, attrs) -> dict:
                 distinct_descriptions_per_image=dict(value=round(float(distinct.mean()), 2), ci=d.get("ci"), n=len(distinct))), \
            dict(precision_by_part=by_part, stated_by_part=stated_by_part)
 
+# %% ../nbs/05_basemodel.ipynb #d2659f2b
 def _rewrite_stats(judge, finder, rows, given_of, prefix: str) -> dict:
     "Per-image counts of the rewrite properties of one method's step-1.3 answers (explanations: explain and cot kinds)."
     from selfsynth.synthesize import names_label
@@ -723,6 +751,7 @@ def _rewrite_stats(judge, finder, rows, given_of, prefix: str) -> dict:
             f"{prefix}_claims_not_given": _ratio(col("not_given"), col("claims")),
             f"{prefix}_rewrites_repeated_claim": _ratio(col("repeated"), col("expl"))}
 
+# %% ../nbs/05_basemodel.ipynb #0a37f25c
 def measure_run(store) -> dict:
     """Issue 17's properties of the base model of a mini run, from the run's own artifacts: the describe stage's
     descriptions (kept and dropped), the step-1.3 rewrites of `ours` and `lge` (as generated, before the label check),
@@ -758,7 +787,7 @@ def measure_run(store) -> dict:
                 "(evaluate.LexiconJudge); an unmapped clause is a wrong claim and a claim not given; intervals: 95 % "
                 "bootstrap over images (Wilson for zero-shot accuracy; t over images for distinct descriptions)")
 
-
+# %% ../nbs/05_basemodel.ipynb #526369cb
 def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, preset_name: str = "mini", **overrides) -> dict:
     """Run, for preset `preset_name` (a mini world) with base model `model`, the stages the protocol reads (world,
     describe, embed, select, synthesize `ours` and `lge`, the base model's evaluation) in `run_dir` (resumable), then
@@ -774,6 +803,7 @@ def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, preset
     evaluate_stage(store, "base", 0)
     return measure_run(store)
 
+# %% ../nbs/05_basemodel.ipynb #be5c7510
 def properties_table(m: dict) -> str:
     "The measured properties of `measure_run` as a markdown table: value, 95 % interval, target, met."
     rows = [f"| {k.replace('_', ' ')}{' (' + p['part'] + ')' if p.get('part') else ''} | {p['value']} | "

@@ -101,19 +101,23 @@ def _device_name(dev: torch.device) -> str:
     n = torch.get_num_threads()
     return f"{platform.processor() or platform.machine()} ({n} thread{'s' if n > 1 else ''})"
 
+# %% ../nbs/30_bench.ipynb #5c106db3
 def _sig(x, p: int = 4):
     "`x` to `p` significant digits (None stays None): a JSON line of measurements, not of float noise."
     return None if x is None else float(f"{x:.{p}g}")
 
+# %% ../nbs/30_bench.ipynb #9a8af7ea
 def _load() -> float | None:
     "The 1-minute load average: CPU timings on a shared machine mean little without it."
     try: return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError): return None
 
+# %% ../nbs/30_bench.ipynb #154804f6
 def _to(inp: SelectionInputs, dev) -> SelectionInputs:
     return SelectionInputs(inp.ids, inp.labels, inp.desc_emb.to(dev), inp.owner.to(dev), inp.pos.to(dev),
                            inp.concepts, inp.concept_emb.to(dev), inp.label_concepts)
 
+# %% ../nbs/30_bench.ipynb #9378166e
 def bench_selection(shapes: dict, device="auto", baseline_images: int = 50, tau: float = 0.1, chunk: int = 8192,
                     seed: int = 0, baseline_dtype=torch.float32) -> dict:
     "Time the public code's per-image loop (on a subset, scaled) and the library's vectorised scores; one result dict."
@@ -194,6 +198,7 @@ def kv_bytes_per_token(model) -> int:
     head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
     return 2 * t.num_hidden_layers * t.num_key_value_heads * head_dim * model.dtype.itemsize
 
+# %% ../nbs/30_bench.ipynb #7f8cc9dc
 def prompts_for_memory(model, samples: int, seq_len: int, device, share: float = 0.5, most: int = 16,
                        prompt_once: int = 0) -> int:
     "Prompts per batch whose `samples` sequences of `seq_len` tokens fill `share` of the free GPU memory with KV cache (1 on a CPU); `prompt_once`: prompt tokens cached once for all samples (cascade)."
@@ -203,6 +208,7 @@ def prompts_for_memory(model, samples: int, seq_len: int, device, share: float =
     tokens = samples * seq_len - (samples - 1) * prompt_once
     return max(1, min(most, int(share * free // (tokens * kv_bytes_per_token(model)))))
 
+# %% ../nbs/30_bench.ipynb #4b747099
 def copy_bandwidth(device, mib: int = 256) -> float:
     "Memory bandwidth in bytes/s: the best of five copies of a `mib` MiB tensor (each reads and writes it)."
     dev = torch.device(device)
@@ -214,6 +220,7 @@ def copy_bandwidth(device, mib: int = 256) -> float:
         best = min(best, m["s"])
     return 2 * x.nbytes / best
 
+# %% ../nbs/30_bench.ipynb #20ba3efe
 def decode_floor_s(model, sequences: int, prompt_len: int, new_tokens: int, bandwidth: float,
                    prompts: int | None = None) -> float:
     "Least time the decode steps can take at `bandwidth`: each reads the language model's weights and every sequence's KV cache once (with `prompts`: each prompt's part once for all its sequences)."
@@ -316,6 +323,7 @@ def _full_logits_loss(model, inputs: dict, labels: torch.Tensor) -> torch.Tensor
     logits = model(**inputs, use_cache=False).logits
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
 
+# %% ../nbs/30_bench.ipynb #6c43aa79
 def sft_step(model, params, opt, batch: dict, micro: int, dtype, answer_chunk: int | None = None) -> float:
     "One optimiser step on `batch` in micro-batches of `micro` rows; the public code's loss, or `answer_loss` in chunks of `answer_chunk`. The mean token loss."
     from selfsynth.tune import answer_loss
@@ -333,6 +341,7 @@ def sft_step(model, params, opt, batch: dict, micro: int, dtype, answer_chunk: i
     opt.zero_grad(set_to_none=True)
     return float(total / n_answer)
 
+# %% ../nbs/30_bench.ipynb #d017ee04
 def sft_micro_batch(model, batch: dict, dtype, answer_chunk: int, share: float = 0.8) -> tuple[int, bool]:
     "(micro-batch, checkpointing) of the optimised configuration: the largest power of two dividing the batch whose activations without checkpointing fit `share` of the free GPU memory; the whole batch on a CPU."
     from selfsynth.tune import answer_loss
@@ -359,6 +368,7 @@ def _time_sft(model, params, opt, batch, micro: int, dtype, answer_chunk, steps:
         for _ in range(steps): sft_step(model, params, opt, batch, micro, dtype, answer_chunk)
     return dict(s_per_step=m["s"] / steps, peak_mb=m["peak_mb"])
 
+# %% ../nbs/30_bench.ipynb #0cb4595e
 def bench_sft(shapes: dict, device="auto", seed: int = 0, answer_chunk: int = 1024) -> dict:
     "Time the public code's LoRA step (one pass, checkpointing, full float32 logits) against the optimised one (on a GPU with its blocks compiled, as `train`) on one random LLaVA; one result dict."
     from selfsynth.models import resolve_device, resolve_dtype

@@ -54,6 +54,7 @@ def lane_threads(jobs: int) -> int:
 
 LIGHT = ("base", "nl", "study", "theory")  # queues whose notebooks are short: they fill the lanes at the end
 
+# %% ../nbs/40_cli.ipynb #0a5aeb83
 def next_job(queues: dict, running: set, after: dict | None = None):
     """(queue, job) to start next: the first job of the idle queue with the most jobs left, `LIGHT` ones last; None if none.
     `after` ({queue: queue it waits for}) holds a queue back until the other has finished."""
@@ -63,14 +64,17 @@ def next_job(queues: dict, running: set, after: dict | None = None):
     q = min(idle, key=lambda q: (q in LIGHT, -len(queues[q])))  # ties: insertion (the config's method) order
     return q, queues[q].pop(0)
 
+# %% ../nbs/40_cli.ipynb #8be50c61
 def lanes_for(queues: dict, jobs: int) -> int:
     "Lanes worth opening for `queues`: at most `jobs`, and no more than the queues of long (not `LIGHT`) notebooks."
     return max(1, min(jobs, sum(q not in LIGHT and bool(js) for q, js in queues.items())))
 
+# %% ../nbs/40_cli.ipynb #145df887
 def round_jobs(method: str, rounds) -> list:
     "Notebook jobs `(template, executed copy's name, parameters)` of `method`'s `rounds`."
     return [("round", f"{method}-round-{k}", dict(method=method, round=k)) for k in rounds]
 
+# %% ../nbs/40_cli.ipynb #2a96f858
 def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = None) -> None:
     "Execute the notebook jobs of `queues` ({name: [job]}), at most `jobs` at once, each queue's jobs one after another (see `next_job`)."
     from concurrent.futures import ThreadPoolExecutor, FIRST_COMPLETED, wait
@@ -90,12 +94,14 @@ def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = 
                 running.pop(f)
                 f.result()  # a failed notebook stops the scheduling; leaving the pool waits for those still running
 
+# %% ../nbs/40_cli.ipynb #547a447b
 def seed_store(store: RunStore, seed: int) -> RunStore:
     "The run folder of training seed `seed`: the run itself for its own seed, else `seeds/<seed>/` inside it (same world)."
     if seed == store.cfg.seed: return store
     sub = store.path(f"seeds/{seed}")
     return RunStore(sub, store.cfg.replace(seed=seed, run_dir=str(sub)))
 
+# %% ../nbs/40_cli.ipynb #81305d8f
 def reproduce(store: RunStore, jobs: int = 1, seeds=None) -> Path:
     """The whole reproduction, its notebooks on up to `jobs` lanes (see `lanes_for`), once per training seed in `seeds`
     (default: the run's own); the study and the theory checks on the run's own seed. Returns the path of results.json."""
@@ -131,6 +137,7 @@ def _cmd_reproduce(a):
     _preflight(a, cfg, "reproduce")
     print(f"results: {reproduce(RunStore(cfg.run_dir, cfg), a.jobs, seeds)}")
 
+# %% ../nbs/40_cli.ipynb #7b176487
 def _cmd_round(a):
     cfg = config_from_args(a)
     if not 0 <= a.round <= cfg.rounds: raise ConfigError(f"--round must be in 0..{cfg.rounds}, got {a.round}")
@@ -140,6 +147,7 @@ def _cmd_round(a):
     for k in range(1, a.round + 1):  # one executed notebook per round; finished rounds are skipped inside
         print(execute(store, "round", f"{a.method}-round-{k}", method=a.method, round=k))
 
+# %% ../nbs/40_cli.ipynb #21609b64
 def _cmd_notebook(name):
     def run(a):
         cfg = config_from_args(a)
@@ -147,6 +155,7 @@ def _cmd_notebook(name):
         print(execute(RunStore(cfg.run_dir, cfg), name))
     return run
 
+# %% ../nbs/40_cli.ipynb #0bdc7b75
 def _cmd_data(a):
     if a.action == "check":
         from selfsynth.data import data_check_main
@@ -157,6 +166,7 @@ def _cmd_data(a):
     data_stage_for(store)
     print(store.path(data_dir(cfg.dataset)))
 
+# %% ../nbs/40_cli.ipynb #160c5f6c
 def _cmd_bench(a):
     from selfsynth.bench import bench_main
     return bench_main(a.what, a.device, a.scale, a.baseline_images, a.tau, a.chunk, save=a.save)

@@ -245,6 +245,7 @@ def cub_attribute_names(root) -> list[str]:
         if i != str(k): raise LayoutError(f"{path}: attribute ids must run 1, 2, ...; line {k} has id {i}")
     return [name for _, name in pairs]
 
+# %% ../nbs/02_data.ipynb #4ca44879
 def cub_image_attributes(root, min_certainty: int = CUB_MIN_CERTAINTY) -> dict:
     "`{image_id: [phrase, ...]}`: the attributes marked present in each image (certainty >= `min_certainty`)."
     phrases = [cub_attribute_phrase(n) for n in cub_attribute_names(root)]
@@ -261,6 +262,7 @@ def cub_image_attributes(root, min_certainty: int = CUB_MIN_CERTAINTY) -> dict:
                                   f"got {line.strip()!r}") from None
     return out
 
+# %% ../nbs/02_data.ipynb #7b9684ee
 def cub_concepts(data_root, threshold: float = CUB_CONCEPT_THRESHOLD, min_concepts: int = 3) -> dict:
     "`{label: [phrase, ...]}` from the class-attribute matrix: attributes in >= `threshold` % of the class's images."
     root = find_root(data_root, "cub-200", CUB_FILES)
@@ -621,6 +623,7 @@ def _opener(url: str):
     loopback = host in ("localhost", "::1") or host.startswith("127.")
     return urllib.request.build_opener(urllib.request.ProxyHandler({})) if loopback else urllib.request.build_opener()
 
+# %% ../nbs/02_data.ipynb #a736e15e
 def _reply_text(url: str, raw: bytes) -> str:
     "The message text of a chat-completions response body."
     try:
@@ -634,10 +637,12 @@ def _reply_text(url: str, raw: bytes) -> str:
 
 _COUNT = threading.Lock()
 
+# %% ../nbs/02_data.ipynb #1c076266
 def _retry_after(headers) -> float | None:
     try: return max(0.0, float(headers.get("Retry-After")))
     except (TypeError, ValueError): return None
 
+# %% ../nbs/02_data.ipynb #65dc87a7
 def chat(endpoint: LLMEndpoint, messages: list, temperature: float = 0.0, max_tokens: int | None = 512, *,
          item: str | None = None, parse=None):
     """The reply text of one chat completion (or `parse(text)`; a `ValueError` from it counts as a malformed reply).
@@ -712,6 +717,7 @@ def _cache_file(cache_dir, label: str, model: str, messages: list) -> Path:
     key = hashlib.sha256(json.dumps([label, model, messages]).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')[:60]}-{key}.json"
 
+# %% ../nbs/02_data.ipynb #5e84b66c
 def fan_out(fn, items: list, workers: int = 4, desc: str | None = None) -> tuple[dict, LLMError | None]:
     """`({item: fn(item)}, None)` with `workers` calls at a time. After the first `LLMError` no new call starts and
     those in flight finish: returns what finished and that error. Other exceptions propagate."""
@@ -730,12 +736,14 @@ def fan_out(fn, items: list, workers: int = 4, desc: str | None = None) -> tuple
                     for g in futures: g.cancel()  # start nothing new
     return out, failed
 
+# %% ../nbs/02_data.ipynb #3e0d311c
 def _cached_concepts(path: Path | None, label: str) -> list | None:
     if path is None or not path.exists(): return None
     try: return _concept_list(path, label, read_json(path).get("concepts"))
     except (ValueError, AttributeError) as e:
         log.warning(f"concept cache {path} is damaged, asking again ({e})"); return None
 
+# %% ../nbs/02_data.ipynb #36abfdc1
 def generate_concepts(labels, endpoint: LLMEndpoint | None = None, cache_dir=None, domain: str = "bird species",
                       min_concepts: int = 3, workers: int = 1) -> dict:
     "`{label: [concepts]}` from an OpenAI-compatible endpoint (default: from the environment), cached per class."
@@ -784,6 +792,7 @@ def verify_image(path, full: bool = True) -> str | None:
     except Exception as e: return f"corrupt: {type(e).__name__}: {e}"
     return None
 
+# %% ../nbs/02_data.ipynb #4a41a2aa
 @dataclass
 class DataReport:
     "What `check_dataset` found."
@@ -831,6 +840,7 @@ def _check_concepts(rep: DataReport, name: str, data_root, records, concepts) ->
                          f"{max(map(len, cons.values()))} concepts each")
     else: rep.notes.append("no concept file given: a run needs one (--set concepts=FILE)")
 
+# %% ../nbs/02_data.ipynb #1a3969ab
 def check_dataset(name: str, data_root, concepts=None, cfg: RunConfig | None = None, workers: int = 4,
                   progress: bool = True, full: bool = True) -> DataReport:
     "Load dataset `name` from `data_root` and check images, ids, splits and (given a concept file) labels; `full=False`: images by `verify_image`'s quick check."

@@ -135,6 +135,7 @@ def states_something(clause: str) -> bool:
     "Whether a clause says anything beyond naming and filler ('This is a', 'this bird is a small bird' say nothing)."
     return any(w not in _FILLER for w in re.findall(r"[a-z][a-z'-]*", clause.lower()))
 
+# %% ../nbs/20_evaluate.ipynb #783dc068
 class LexiconJudge:
     "The mini world's judge: claims parsed exactly with the world's lexicon and checked against the image's attributes."
     name = "exact: mini-world lexicon against ground truth"
@@ -359,6 +360,7 @@ def fs_model_name(cfg: RunConfig) -> str:
     "What scores fluency, in words: `cfg.fs_model`'s folder name, or the base model's, marked as such."
     return Path(cfg.fs_model).name if cfg.fs_model else f"{Path(cfg.model).name} (the untuned base model)"
 
+# %% ../nbs/20_evaluate.ipynb #1d248cf4
 def load_fs_model(cfg: RunConfig) -> tuple:
     "`(model, processor or tokenizer, takes_images, name)` scoring fluency: `cfg.fs_model`, else the base model `cfg.model`."
     from selfsynth import models
@@ -377,6 +379,7 @@ def load_fs_model(cfg: RunConfig) -> tuple:
     except Exception as e: raise ValueError(f"{path}: cannot load a causal LM for fluency ({type(e).__name__}: {e})") from None
     return model.to(device).eval(), tok, False, name
 
+# %% ../nbs/20_evaluate.ipynb #795eaf0d
 def answer_nll(scorer: tuple, images, questions, answers, finder: LabelFinder, batch_size: int = 16) -> list[tuple[float, int]]:
     "`(summed NLL, tokens)` of each answer given its image and question under `scorer` (`load_fs_model`), class names excluded."
     from selfsynth.models import chat_prompt
@@ -410,6 +413,7 @@ def answer_nll(scorer: tuple, images, questions, answers, finder: LabelFinder, b
         out += [(round(float(x), 4), int(n)) for x, n in zip(nll.sum(1).tolist(), (target != -100).sum(1).tolist())]
     return out
 
+# %% ../nbs/20_evaluate.ipynb #e19c82c0
 def pooled_perplexity(nll_tokens) -> float | None:
     "exp(Σ NLL / Σ tokens) of `(nll, tokens)` pairs; None without tokens."
     nll_tokens = [x for x in nll_tokens if x is not None]
@@ -521,6 +525,7 @@ def _eval_chunk(ctx, recs, root, question, concepts, cache, model_path) -> list[
                  fs=round(math.exp(x / t), 4) if t else None, fs_nll=x, fs_tokens=t, claims=v["claims"], judge=judge_name)
             for r, a, v, (x, t) in zip(recs, answers, verdicts, nll)]
 
+# %% ../nbs/20_evaluate.ipynb #da4ccbb1
 def model_ref(store: RunStore, method: str, k: int) -> str:
     "The model of round `k` of `method` as a stage input: run-relative when inside the run folder, else absolute."
     from selfsynth.rounds import model_for
@@ -531,6 +536,7 @@ def model_ref(store: RunStore, method: str, k: int) -> str:
         except ValueError: pass
     return str(_model_dir(p).resolve())  # the base model: a folder of the project, or a Hub id fetched to the cache
 
+# %% ../nbs/20_evaluate.ipynb #dd6a4f31
 def evaluate_stage(store: RunStore, method: str, k: int, chunk_images: int = 64) -> dict:
     "Stage `eval/<method>/round-<k>`: evaluate that round's model on the test split; returns the summary."
     from selfsynth.describe import dataset_files
@@ -566,7 +572,7 @@ def description_precision(judge, rows, records: dict) -> tuple[int, int]:
     true = sum(round(v["grounded_precision"] * v["n_claims"]) for v in verdicts if v["n_claims"])
     return true, stated
 
-
+# %% ../nbs/20_evaluate.ipynb #05c978e4
 def description_precision_stage(store: RunStore) -> dict:
     "Stage `eval/descriptions`: precision of the claims in `round-1/descriptions.jsonl` against ground truth."
     from selfsynth.describe import DESCRIPTIONS, dataset_files
@@ -582,6 +588,7 @@ def description_precision_stage(store: RunStore) -> dict:
     return store.stage(stage_name("eval", "descriptions"), run, fields=["dataset", "retriever"], inputs=[DESCRIPTIONS, manifest_rel, concepts_rel],
                        outputs=[DESCRIPTION_PRECISION])["counts"]
 
+# %% ../nbs/20_evaluate.ipynb #970f32c3
 def _rewrite_rate(store: RunStore):
     m = store.manifest("synthesize/ours")
     if m and m["counts"].get("rewrite_label_rate") is not None: return m["counts"]["rewrite_label_rate"]
@@ -591,6 +598,7 @@ def _rewrite_rate(store: RunStore):
     checked = sum(s in ("kept", "fuzzy", "fallback") for s in src)
     return round(src.count("kept") / checked, 4) if checked else None
 
+# %% ../nbs/20_evaluate.ipynb #53699085
 def _lexicon_precision(rows, train) -> float | None:
     "Mini world only: precision of the (part, value) claims the base model's own lexicon parser finds, vs attributes."
     from selfsynth.basemodel import parse_claims, claim_precision
@@ -599,6 +607,7 @@ def _lexicon_precision(rows, train) -> float | None:
     stated = sum(n for _, n in counts)
     return round(sum(c for c, _ in counts) / stated, 4) if stated else None
 
+# %% ../nbs/20_evaluate.ipynb #3eeffaf4
 def base_model_properties(store: RunStore) -> dict:
     "The base model's measured properties (`results.json` → `base_model`), from the run folder of `store`."
     from selfsynth.describe import DESCRIPTIONS, dataset_files

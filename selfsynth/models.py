@@ -111,6 +111,7 @@ def new_llava(tokenizer, *, seed: int = 0, image_size=64, patch_size=8, vision_h
                                chat_template=LLAVA_CHAT_TEMPLATE)
     return model, processor
 
+# %% ../nbs/04_models.ipynb #ae32cfb8
 def save_llava(model, processor, path) -> Path:
     "`save_pretrained` model and processor into folder `path` (safetensors)."
     path = Path(path)
@@ -119,6 +120,7 @@ def save_llava(model, processor, path) -> Path:
     processor.save_pretrained(path)
     return path
 
+# %% ../nbs/04_models.ipynb #dc757b49
 def make_random_llava(path, seed: int = 0) -> Path:
     "Save a tiny randomly initialised LLaVA (+ tokenizer and processor) to `path`, loadable by `load_vlm`. For tests."
     model, processor = new_llava(train_tokenizer(GENERIC_TEXT, vocab_size=400), seed=seed, **TINY_SIZES)
@@ -139,6 +141,7 @@ def _model_dir(path) -> Path:
         except Exception as e: raise ValueError(f"{path}: no such model folder, and not fetchable as a Hub id ({type(e).__name__})") from None
     raise ValueError(f"{path}: no such model folder")
 
+# %% ../nbs/04_models.ipynb #ffef0532
 def _check_llava_dir(path: Path, shown) -> None:
     "Raise a `ValueError` naming `shown` unless `path` holds a LLaVA-like config and processor files."
     cfg_file = path / "config.json"
@@ -153,6 +156,7 @@ def _check_llava_dir(path: Path, shown) -> None:
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         raise ValueError(f"{shown}: no tokenizer files")
 
+# %% ../nbs/04_models.ipynb #d6d7d943
 def load_vlm(path, device="auto", dtype="auto"):
     "Load `(model, processor)` from a LLaVA-like folder (or Hub id) with the Auto classes, in eval mode on `device`."
     from transformers import AutoProcessor, AutoModelForImageTextToText
@@ -283,7 +287,7 @@ class CascadeCache:
         self.values[layer_idx].index_copy_(2, self.step.view(1), value_states)
         return self.keys[layer_idx], self.values[layer_idx]
 
-
+# %% ../nbs/04_models.ipynb #ab156960
 def cascade_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
                       cascade: CascadeCache | None = None, **kwargs):
     "One decode step's attention: the prompt's keys read once for its n samples, then their own tokens; one softmax over both."
@@ -308,7 +312,6 @@ def cascade_attention(module, query, key, value, attention_mask, scaling: float,
 from transformers import AttentionInterface
 AttentionInterface.register(CASCADE_ATTENTION, cascade_attention)  # a name `set_attn_implementation` accepts
 
-
 # %% ../nbs/04_models.ipynb #c4sc0003
 _SPAN = 64  # the attention over the samples' own tokens reads a multiple of this many slots
 _SAMPLING_OPTS = {"do_sample", "temperature", "top_k", "top_p", "min_new_tokens", "pad_token_id", "eos_token_id"}
@@ -332,7 +335,7 @@ def _warpers(model, opts: dict, prompt_len: int, device):
         warp = dict(top_k=k, temperature=t, top_p=p)
     return procs, pick("do_sample", False), eos, pick("pad_token_id", eos), warp
 
-
+# %% ../nbs/04_models.ipynb #3f65b42a
 def _decode_step(model, lm, cache, kw: str):
     "The decode step: feed one token per sequence, get the next token's logits (float32) [B, V]."
     def step(tokens, positions, span: int):
@@ -341,7 +344,7 @@ def _decode_step(model, lm, cache, kw: str):
         return model.get_output_embeddings()(h[:, -1]).float()
     return step
 
-
+# %% ../nbs/04_models.ipynb #36ee0242
 class GraphedStep:
     "A decode step replayed from CUDA graphs, one per span, captured when first needed: one launch per step instead of hundreds."
     def __init__(self, step, tokens, positions):
@@ -364,7 +367,7 @@ class GraphedStep:
         graph.replay()
         return logits
 
-
+# %% ../nbs/04_models.ipynb #f92e35ba
 def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: bool | None = None, draw: str = "exact",
                      **opts) -> torch.Tensor:
     "`n` samples per prompt like `generate(..., num_return_sequences=n)`, decoding with each prompt's KV cache stored and read once for its n samples; `draw`: one of `SAMPLING_DRAWS`."
@@ -457,6 +460,7 @@ def _generate_part(spec: dict) -> None:
     part.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
     part.with_suffix(".tmp").replace(part)
 
+# %% ../nbs/04_models.ipynb #9a4abeba
 def launch_generate(model, images, questions, launch: list[str], *, dtype="auto", batch_size=16, work_dir=None,
                     **opts) -> list[list[str]]:
     "`generate(...)` for image paths, split across the processes that the command prefix `launch` starts; the answers in item order."
@@ -478,6 +482,7 @@ def launch_generate(model, images, questions, launch: list[str], *, dtype="auto"
         raise RuntimeError(f"launch_generate: no answers for items {missing[:10]} (did every process finish?)")
     return answers
 
+# %% ../nbs/04_models.ipynb #3b44a296
 def sample(cfg, model_path, cache: dict, images, questions, **opts) -> list[list[str]]:
     "A stage's `generate`: in this process with the model loaded once into `cache`, or across the processes `cfg.gen_launch` starts (images as paths)."
     opts = dict(opts, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, draw=cfg.gen_draw)
@@ -488,6 +493,7 @@ def sample(cfg, model_path, cache: dict, images, questions, **opts) -> list[list
     if "vlm" not in cache: cache["vlm"] = load_vlm(model_path, device=cfg.device, dtype=cfg.dtype)
     return generate(*cache["vlm"], images, questions, **opts)
 
+# %% ../nbs/04_models.ipynb #f1e7bc49
 def main(argv=None) -> None:
     "Entry point for `accelerate launch -m selfsynth.models spec.json` (see `launch_generate`)."
     import sys

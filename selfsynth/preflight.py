@@ -89,6 +89,7 @@ def weight_problems(folder) -> list[str]:
 def _hub_id(name: str) -> bool:
     return len(str(name).split("/")) == 2 and not str(name).startswith((".", "/", "~"))
 
+# %% ../nbs/38_preflight.ipynb #2ee8fbea
 def local_model_dir(name) -> tuple[Path | None, str | None]:
     "`(folder, None)` for a model folder or a cached Hub id; `(None, why)` when it cannot be found or fetched."
     from selfsynth.models import _ROOT
@@ -109,6 +110,7 @@ def local_model_dir(name) -> tuple[Path | None, str | None]:
         return None, (f"{name}: no such folder, not in the Hugging Face cache, and the Hub does not answer for it "
                       f"({type(e).__name__}); download it first or pass a local folder")
 
+# %% ../nbs/38_preflight.ipynb #d4e1eec2
 def model_problems(name, device: str = "auto", what: str = "model") -> list[str]:
     "Why `models.load_vlm(name)` would fail: folder, LLaVA-like config, processor, weight files, device."
     import warnings
@@ -132,6 +134,7 @@ def model_problems(name, device: str = "auto", what: str = "model") -> list[str]
     except Exception as e: out.append(f"{what}: {name}: the processor does not load ({type(e).__name__}: {e})")
     return out + [f"{what}: {w}" for w in weight_problems(folder)]
 
+# %% ../nbs/38_preflight.ipynb #2bea3e8f
 def retriever_problems(name) -> list[str]:
     "Why `models.load_text_encoder(name)` would fail: the packaged default, or a sentence-transformers folder."
     from selfsynth.models import _PACKAGED
@@ -171,6 +174,7 @@ def data_problems(cfg: RunConfig, max_lines: int = 10, workers: int = 8) -> list
                    f"{cfg.dataset} --data-root {cfg.data_root}" + (f" --concepts {cfg.concepts}`" if cfg.concepts else "`"))
     return out
 
+# %% ../nbs/38_preflight.ipynb #f1ae1936
 def judge_problems(cfg: RunConfig, timeout: float = 10.0) -> list[str]:
     "The judge can grade the run: the offline one is not the retriever; with `judge=llm`, the endpoint answers one short request."
     if cfg.judge != "llm":
@@ -183,6 +187,7 @@ def judge_problems(cfg: RunConfig, timeout: float = 10.0) -> list[str]:
     except LLMError as e: return [f"judge=llm: {e}"]
     return []
 
+# %% ../nbs/38_preflight.ipynb #09875352
 def launch_problems(cfg: RunConfig) -> list[str]:
     "Commands of `tune_launch`/`gen_launch` that are not on PATH, and their `--config_file` when missing."
     out = []

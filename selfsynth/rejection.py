@@ -94,6 +94,7 @@ def _zstar(method: str, sel: dict, concepts: dict) -> list[str]:
     "The concepts answers are scored against: the image's selection (`selected` methods) or its class's list (the others)."
     return sel["selected"] if method_entry(method).concepts == "selected" else list(dict.fromkeys(concepts[sel["label"]]))
 
+# %% ../nbs/14_rejection.ipynb #1ff6eceb
 def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
     "Candidates (with scores) of one chunk of images."
     from selfsynth import models
@@ -121,6 +122,7 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
     for r, sc in zip(rows, scores): r["score"] = round(sc, 6)
     return rows
 
+# %% ../nbs/14_rejection.ipynb #b936b633
 def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunConfig, finder: LabelFinder) -> list[dict]:
     "qa rows from all candidates: one pair per (image, query), in candidate order."
     groups = {}
@@ -134,6 +136,7 @@ def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunC
                          kind=p["kind"], source=p["source"], score=None if p["pick"] is None else cs[p["pick"]]["score"]))
     return rows
 
+# %% ../nbs/14_rejection.ipynb #381a6301
 def template_pairs(sels: list[dict], images: dict, method: str, k: int, cfg: RunConfig) -> list[dict]:
     "A label-only method (the `template` chooser, e.g. NL): `rs_queries` simple questions per image, each answered with the label only."
     rows = []
@@ -144,6 +147,7 @@ def template_pairs(sels: list[dict], images: dict, method: str, k: int, cfg: Run
                              kind="simple", source="template"))
     return rows
 
+# %% ../nbs/14_rejection.ipynb #dac4e545
 def _rs_counts(cands: list, rows: list, n_images: int) -> dict:
     src = Counter(r["source"] for r in rows)
     c = dict(images=n_images, pairs=len(rows), **{f"source_{s}": src.get(s, 0) for s in ("best", "fallback", "random", "template")})
@@ -155,6 +159,7 @@ def _rs_counts(cands: list, rows: list, n_images: int) -> dict:
                  mean_chosen_score=round(sum(chosen) / len(chosen), 4) if chosen else None)
     return c
 
+# %% ../nbs/14_rejection.ipynb #76c05eb5
 def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64) -> dict:
     "Stage `rejection/<method>/round-<k>` (k >= 2): candidates and chosen pairs of `method`; returns the manifest."
     if k < 2: raise ValueError(f"rejection sampling starts at round 2, got round {k}")

@@ -57,10 +57,12 @@ def report_methods() -> tuple:
     "What the report looks for: the base model (round 0), then every registered method (00a_methods), in registry order."
     return ("base", *REGISTRY)
 
+# %% ../nbs/21_report.ipynb #ccae40f5
 def method_title(name: str) -> str:
     "The report's label of `name`: the base model's, or the method's registered title."
     return "Base (zero-shot)" if name == "base" else method_entry(name).title
 
+# %% ../nbs/21_report.ipynb #60bf4b85
 def seed_stores(store: RunStore) -> list[RunStore]:
     "The run's own store, then those of its extra training seeds (`seeds/<seed>/`), in seed order."
     from selfsynth.config import load_config
@@ -69,6 +71,7 @@ def seed_stores(store: RunStore) -> list[RunStore]:
 
 EVAL_ROW_FIELDS = ("id", "label", "correct", "correct_substring", "ee", "cs", "grounded_precision", "repeated", "fs_nll", "fs_tokens")
 
+# %% ../nbs/21_report.ipynb #96180d15
 def read_eval(path, classes, test_ids) -> dict:
     "`{image id: row}` of one evaluation file, refusing labels outside `classes` and a test split it does not cover."
     rows = {}
@@ -81,6 +84,7 @@ def read_eval(path, classes, test_ids) -> dict:
     if missing := [i for i in test_ids if i not in rows]: raise ValueError(f"{path}: no answer for test image {missing[0]!r} ({len(missing)} missing)")
     return rows
 
+# %% ../nbs/21_report.ipynb #0b44b052
 def collect_evals(store: RunStore) -> tuple[dict, list]:
     "`({(method, round): {(seed, image id): row}}, seeds)` over the run's seeds; absent files are absent keys."
     from selfsynth.describe import dataset_files
@@ -96,6 +100,7 @@ def collect_evals(store: RunStore) -> tuple[dict, list]:
                     evals.setdefault((m, k), {}).update({(s.cfg.seed, i): r for i, r in read_eval(p, classes, test_ids).items()})
     return evals, [s.cfg.seed for s in stores]
 
+# %% ../nbs/21_report.ipynb #1798f07d
 def _summary(rows: dict, seeds: list) -> dict:
     "A method-round's summary over all seeds, with per-seed accuracies."
     from selfsynth.stats import seed_interval
@@ -107,6 +112,7 @@ def _summary(rows: dict, seeds: list) -> dict:
     s["judge"] = judges.pop() if len(judges) == 1 else sorted(map(str, judges))
     return s
 
+# %% ../nbs/21_report.ipynb #ecb26187
 def collect_results(store: RunStore, evals: dict | None = None, seeds=None) -> dict:
     "`{methods: {method: [per-round summary]}, missing: [...], missing_rounds: {method: [k]}}` from the run's eval files."
     if evals is None: evals, seeds = collect_evals(store)
@@ -309,6 +315,7 @@ def concept_kinds(store: RunStore) -> dict:
     if store.cfg.dataset != "mini" or not p.exists(): return {}
     return {z["text"]: z.get("kind", "class") for c in read_json(p)["classes"] for z in c["concepts"]}
 
+# %% ../nbs/21_report.ipynb #410c588e
 def study_scores(selected, visible, kinds: dict | None = None) -> dict:
     "One image's measures: precision, recall, both on class-specific visual concepts only, share of non-visual picks, set size."
     kinds = kinds or {}
@@ -320,6 +327,7 @@ def study_scores(selected, visible, kinds: dict | None = None) -> dict:
                 non_visual_share=sum(kinds.get(z) == "nonvisual" for z in sel) / len(sel) if sel and kinds else None,
                 set_size=len(sel))
 
+# %% ../nbs/21_report.ipynb #8083544c
 def study_table(study_rows, visible: dict, kinds: dict | None = None, tau: float | None = None) -> dict:
     """{(selector, describer, tau, n, size): {image id: measures}}; the describer-independent references (`class_all`,
     `vlm_direct`) appear under every describer of the study. `tau`: the τ of older rows that do not say."""
@@ -332,10 +340,12 @@ def study_table(study_rows, visible: dict, kinds: dict | None = None, tau: float
         for dd in ([d] if d else describers): out.setdefault((m, dd, t, n, size), {})[r["id"]] = sc
     return out
 
+# %% ../nbs/21_report.ipynb #2a52a4fb
 def _order(key) -> tuple:
     m, d, t, n, size = key
     return (d, list(LEGACY_SIZE).index(m) if m in LEGACY_SIZE else 1.5, m, size, -1 if t is None else t, -1 if n is None else n)
 
+# %% ../nbs/21_report.ipynb #badfccc1
 def selection_study(table: dict, seed: int = 0) -> pd.DataFrame:
     "Means over images per (selector, describer, tau, n, size), with 95 % bootstrap intervals on precision, recall, specific precision."
     rows = []
@@ -353,11 +363,13 @@ def selection_study(table: dict, seed: int = 0) -> pd.DataFrame:
 
 COMPARED_SELECTORS = ("infonce", "infonce_image", "infonce_other_class", "cosine", "vlm_direct")
 
+# %% ../nbs/21_report.ipynb #43ecf396
 def _matched(table: dict, m: str, d: str, tau: float, n) -> dict | None:
     "A selector's per-image measures at InfoNCE's set size (the references as they are)."
     key = {"infonce": (m, d, tau, n, "rule"), "vlm_direct": (m, d, None, None, "asked"), "class_all": (m, d, None, n, "all")}.get(m, (m, d, tau, n, "matched"))
     return table.get(key)
 
+# %% ../nbs/21_report.ipynb #61167a87
 def selection_comparisons(table: dict, tau: float, seed: int = 0, n_resamples: int = 2000) -> list[dict]:
     """Paired tests per describer at τ = `tau` and all m descriptions: each selector (at InfoNCE's set size) against
     `class_all` and `random` on precision and specific precision; each estimator at m against itself at n = 1. Holm over all."""
@@ -380,6 +392,7 @@ def selection_comparisons(table: dict, tau: float, seed: int = 0, n_resamples: i
     for c, p in zip(out, holm([c["p"] for c in out])): c["p_holm"] = p
     return out
 
+# %% ../nbs/21_report.ipynb #be202ebe
 def selection_verdicts(comps: list, alpha: float = 0.05) -> dict:
     "{describer: {beats_class_all, beats_random, rises_with_n, falls_with_n}}: selectors whose precision difference is significant (Holm)."
     out = {}
@@ -390,6 +403,7 @@ def selection_verdicts(comps: list, alpha: float = 0.05) -> dict:
         elif c["difference"] > 0: v[f"beats_{c['b']}"].append(c["a"])
     return out
 
+# %% ../nbs/21_report.ipynb #b4c6bf9e
 def choose_selector(table: dict, tau: float, metric: str = "precision", describer: str = "model", seed: int = 0) -> dict:
     """The non-reference selector with the best mean `metric` at InfoNCE's set size (all m descriptions, τ = `tau`) on a
     seeded half of the images, and every candidate's mean on the other half, where the choice is reported (issue 18's
@@ -474,9 +488,11 @@ def selection_study_figure(frame: pd.DataFrame, tau: float, path) -> Path:
     fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/21_report.ipynb #0fe2d34f
 def _interval(r, k: str) -> str:
     return "–" if pd.isna(r.get(f"{k}_lo")) else f"{r[f'{k}_lo']:.2f}–{r[f'{k}_hi']:.2f}"
 
+# %% ../nbs/21_report.ipynb #bb68d13e
 def study_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     "Table 13 analogue, extended: every selector, size and τ at all m descriptions, per describer."
     rows = []
@@ -490,20 +506,24 @@ def study_summary_table(frame: pd.DataFrame) -> pd.DataFrame:
                          "non-visual share": r["non_visual_share"], "set size": r["set_size"]})
     return pd.DataFrame(rows)
 
+# %% ../nbs/21_report.ipynb #620f0f6b
 def comparisons_selection_table(comps: list) -> pd.DataFrame:
     "The selection study's paired comparisons (a - b over the same images)."
     return pd.DataFrame([dict(describer=c["describer"], tau=c["tau"], n=c["n"], a=c["a"], b=c["b"], metric=c["metric"],
                               difference=c["difference"], images=c["images"], p=c["p"], **{"p (Holm)": c["p_holm"]}) for c in comps])
 
+# %% ../nbs/21_report.ipynb #b6a06259
 def verdict_lines(verdicts: dict) -> list[str]:
     "The verdicts in words, one line per describer."
     say = lambda xs: ", ".join(xs) if xs else "none"
     return [f"- {d} describer: beat class_all: {say(v['beats_class_all'])}; beat random: {say(v['beats_random'])}; "
             f"precision rises with n: {say(v['rises_with_n'])}; falls with n: {say(v['falls_with_n'])}." for d, v in verdicts.items()]
 
+# %% ../nbs/21_report.ipynb #f0363b0a
 def _num(x, digits: int = 4):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) or pd.isna(x) else round(float(x), digits)
 
+# %% ../nbs/21_report.ipynb #fb259030
 def study_json(frame: pd.DataFrame, comps: list, verdicts: dict) -> dict:
     """`concept_selection`'s study: `study` (own rule's size) and `study_matched` (InfoNCE's size), each keyed
     selector -> describer -> τ -> n; τ- and n-independent selectors repeated under every τ and n; comparisons, verdicts."""
@@ -521,6 +541,7 @@ def study_json(frame: pd.DataFrame, comps: list, verdicts: dict) -> dict:
                         out[key].setdefault(r["selector"], {}).setdefault(d, {}).setdefault(f"{t:g}", {})[str(n)] = vals
     return out
 
+# %% ../nbs/21_report.ipynb #bcfc6dca
 def selection_study_outputs(store: RunStore, out_dir) -> dict:
     """The extended study of a run: `selection_study.csv` (every selector, describer, τ, n, size) and
     `selection_study.png` written into `out_dir`; returns its tables, Markdown lines, `results.json` part and frame."""
@@ -600,6 +621,7 @@ def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None
     return store.stage(stage_name("report", f"encoder/{safe}{suffix}"), run, fields=(["tau"] if tau is None else []) + ["select_std", "select_min", "seed"],
                        inputs=[DESCRIPTIONS, manifest_rel, concepts_rel, embedding_files(store.cfg, name)[1]], outputs=[out])["counts"]
 
+# %% ../nbs/21_report.ipynb #bb019b15
 def precision_by_encoder(store: RunStore, encoders) -> dict:
     "{encoder: (precision, low, high)} of the InfoNCE selection with each text encoder, on all descriptions."
     return {n: (c["precision"], c["low"], c["high"]) for n in dict.fromkeys(encoders)
@@ -607,16 +629,19 @@ def precision_by_encoder(store: RunStore, encoders) -> dict:
 
 TAUS = (0.01, 0.1, 0.3, 1.0)  # the public code uses 0.1, its comment says 0.01; report both (and wider)
 
+# %% ../nbs/21_report.ipynb #9a63db82
 def precision_by_tau(store: RunStore, taus=TAUS) -> dict:
     "{tau: (precision, low, high)} of the InfoNCE selection with the run's text encoder at each temperature."
     return {t: (c["precision"], c["low"], c["high"]) for t in dict.fromkeys(taus)
             for c in [encoder_precision_stage(store, store.cfg.retriever, t)]}
 
+# %% ../nbs/21_report.ipynb #bb968910
 def tau_table(by_tau: dict, run_tau: float) -> pd.DataFrame:
     "Selection precision (%) by InfoNCE temperature, the run's own τ marked."
     return pd.DataFrame([{"tau": f"{t:g}" + (" (this run)" if t == run_tau else ""), "precision (%)": 100 * v[0],
                           "95% interval": f"{100 * v[1]:.1f}–{100 * v[2]:.1f}"} for t, v in by_tau.items()])
 
+# %% ../nbs/21_report.ipynb #19eb65d0
 def table13(by_encoder: dict) -> pd.DataFrame:
     "Table 13 analogue: selection precision (%) by text encoder, this run and the paper."
     rows = [dict(text_encoder=k, **{"precision (%)": None if v[0] is None else 100 * v[0],
@@ -637,6 +662,7 @@ def paired_test(a: dict, b: dict, metric: str, seed: int = 0) -> dict:
     if metric == "accuracy": return mcnemar([a[k]["correct"] for k in keys], [b[k]["correct"] for k in keys])
     return paired_permutation([a[k][metric] for k in keys], [b[k][metric] for k in keys], seed=seed)
 
+# %% ../nbs/21_report.ipynb #da0ce27a
 def comparisons(evals: dict, rounds: int, seed: int = 0) -> list[dict]:
     "Every paired comparison the report shows: methods at each round (a method beyond the paper against ours), and ours' rounds against round 1."
     out = []
@@ -651,12 +677,14 @@ def comparisons(evals: dict, rounds: int, seed: int = 0) -> list[dict]:
     for c in out: c["p"] = round(c["p"], 6)
     return out
 
+# %% ../nbs/21_report.ipynb #30999900
 def _threshold_test(rows: dict, field: str, p0: float, above: bool, what: str) -> dict:
     "Component: the share of rows with `field` = 1 against `p0` (exact binomial), difference signed so that + = as claimed."
     from scipy.stats import binomtest
     k, n = sum(bool(r[field]) for r in rows.values()), len(rows)
     return dict(what=what, difference=round((k / n - p0) * (1 if above else -1), 4), p=float(binomtest(k, n, p0).pvalue))
 
+# %% ../nbs/21_report.ipynb #882c1754
 def selection_components(store: RunStore) -> list[dict]:
     "C4's components from the selection study: per-image precision of InfoNCE at m (model's descriptions, run's τ) vs class_all, random and at n = 1."
     from selfsynth.select import STUDY
@@ -674,6 +702,7 @@ def selection_components(store: RunStore) -> list[dict]:
         out.append(dict(what=what, **{k: v for k, v in paired_permutation([top[i] for i in ids], [other[i] for i in ids]).items() if k in ("difference", "p")}))
     return out
 
+# %% ../nbs/21_report.ipynb #aa9d3b7b
 def claim_components(store: RunStore, evals: dict) -> dict:
     "{claim id: [component]}: the tests behind each claim of `stats.CLAIMS`, at the run's last round."
     R = store.cfg.rounds
@@ -731,6 +760,7 @@ def accuracy_figure(results: dict, cfg: RunConfig, path) -> Path:
     fig.tight_layout(); fig.savefig(path, dpi=130); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/21_report.ipynb #1448a8c8
 def example_answers(store: RunStore, results: dict, n: int = 3) -> list[dict]:
     "The first `n` test images answered by every evaluated method: image path, label and each method's last answer."
     from selfsynth.describe import dataset_files
@@ -745,10 +775,12 @@ def example_answers(store: RunStore, results: dict, n: int = 3) -> list[dict]:
                  answers={m: dict(round=results["methods"][m][-1]["round"], **{k: answers[m][i].get(k) for k in
                           ("answer", "correct", "ee", "cs")}) for m in answers}) for i in ids]
 
+# %% ../nbs/21_report.ipynb #572eeb5f
 def _printable(text: str) -> str:
     "`text` with control characters (an untrained model's output has them) shown as '?'."
     return "".join(ch if ch.isprintable() else "?" for ch in text or "")
 
+# %% ../nbs/21_report.ipynb #1ee9708c
 def examples_figure(examples: list, path, width: int = 80) -> Path:
     "Each example image beside the methods' answers."
     import matplotlib; matplotlib.use("Agg")
@@ -766,6 +798,7 @@ def examples_figure(examples: list, path, width: int = 80) -> Path:
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/21_report.ipynb #e0450e75
 def examples_markdown(examples: list, report_dir) -> str:
     "The examples as Markdown, images linked relative to the report folder."
     import os
@@ -790,6 +823,7 @@ def timing(store: RunStore) -> dict:
     out["total"] = round(sum(m["wall_s"] for m in ms), 2)
     return out
 
+# %% ../nbs/21_report.ipynb #ae2c105d
 def git_commit() -> str | None:
     "The commit of the checkout the package runs from, or None."
     try:
@@ -798,6 +832,7 @@ def git_commit() -> str | None:
         return r.stdout.strip() if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/21_report.ipynb #6b9d7672
 def run_device(store: RunStore) -> str:
     "The device the evaluations ran on (from their manifests), else this machine's."
     for m in store.manifests():
@@ -805,6 +840,7 @@ def run_device(store: RunStore) -> str:
     from selfsynth.models import resolve_device
     return device_name(resolve_device(store.cfg.device))
 
+# %% ../nbs/21_report.ipynb #7e73a5d1
 def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_tau: dict | None = None) -> dict:
     """`results.json`'s `concept_selection`: Figure 5's curves at each n (n-independent selectors repeated), intervals, by
     encoder and by τ; and the extended study — `study`, `study_matched`, `comparisons`, `verdicts` — from `sel.attrs`."""
@@ -829,6 +865,7 @@ SCHEMA_VERSION = 2
 METHOD_KEYS = ("round", "accuracy", "accuracy_substring", "accuracy_ci", "accuracy_seeds", "accuracy_per_seed", "n_test",
                "ee", "cs", "fs", "grounded_precision", "repetition_rate", "judge")
 
+# %% ../nbs/21_report.ipynb #b6ad0451
 def package_versions() -> dict:
     "Versions of the packages whose behaviour the numbers depend on."
     from importlib.metadata import version, PackageNotFoundError
@@ -838,6 +875,7 @@ def package_versions() -> dict:
         except PackageNotFoundError: out[p] = None
     return out
 
+# %% ../nbs/21_report.ipynb #8cb1e42f
 def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_encoder: dict, ns, base_model: dict,
                  by_tau: dict | None = None, comparisons: list | None = None, claims: list | None = None, seeds=None) -> dict:
     "The `results.json` object (schema below)."
@@ -872,6 +910,7 @@ def claims_table(claims: list) -> pd.DataFrame:
     return pd.DataFrame([dict(claim=c["id"], statement=c["statement"], round=c["round"], verdict=c["verdict"],
                               **{"p (Holm)": c["p_holm"]}, evidence=c["evidence"]) for c in claims])
 
+# %% ../nbs/21_report.ipynb #7d5b5328
 def comparisons_table(comps: list) -> pd.DataFrame:
     "Paired comparisons: a - b, the test and its p-value."
     return pd.DataFrame([dict(a=method_title(c["a"]) + (f" (round {c['round']})" if c.get("round_b") else ""),
@@ -881,6 +920,7 @@ def comparisons_table(comps: list) -> pd.DataFrame:
 
 NS = (1, 2, 5, 10, 20, 30)  # descriptions per image on Figure 5's axis
 
+# %% ../nbs/21_report.ipynb #7cc48475
 def selection_measurements(store: RunStore, ns=NS, direct: bool = True, encoders=(), perfect: bool = True) -> str | None:
     """Run (or reuse) the stages behind Figure 5, Table 13 and the τ table: the selection study, and the InfoNCE
     selection's precision by text encoder and by τ. Returns why they cannot be measured, else None."""
@@ -895,6 +935,7 @@ def selection_measurements(store: RunStore, ns=NS, direct: bool = True, encoders
     precision_by_tau(store)
     return None
 
+# %% ../nbs/21_report.ipynb #2933419f
 def _selection(store: RunStore, ns, direct: bool, encoders, notes: list):
     "(Figure 5 frame or None, by-encoder dict) — or notes saying why not."
     from selfsynth.select import STUDY
@@ -904,6 +945,7 @@ def _selection(store: RunStore, ns, direct: bool, encoders, notes: list):
     sel = concept_selection(read_jsonl(store.path(STUDY)), visible_map(store), store.cfg.seed, store.cfg.tau)
     return sel, precision_by_encoder(store, [JUDGE_ENCODER, store.cfg.retriever, *(encoders or [])])  # stored: read back
 
+# %% ../nbs/21_report.ipynb #343213a7
 def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direct: bool = True) -> dict:
     "Write every table, figure and `results.json` of the run into `report/`; returns the results object."
     cfg, out = store.cfg, store.path(REPORT)

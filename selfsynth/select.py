@@ -41,6 +41,7 @@ class SelectionInputs:
 
     def image_concepts(self, i: int) -> list[int]: return self.label_concepts[self.labels[i]]
 
+# %% ../nbs/11_select.ipynb #e6a3737c
 def embed_texts(encoder, texts, batch_size: int = 256) -> torch.Tensor:
     "Embed `texts` (each distinct text once) as unit rows."
     from selfsynth.models import embed
@@ -49,6 +50,7 @@ def embed_texts(encoder, texts, batch_size: int = 256) -> torch.Tensor:
     where = {t: i for i, t in enumerate(uniq)}
     return e[torch.tensor([where[t] for t in texts], dtype=torch.long)] if texts else e
 
+# %% ../nbs/11_select.ipynb #8fb8b097
 def label_concept_table(concepts: dict) -> tuple[list, dict]:
     "(distinct concept strings, {label: [indices]}) of a concept file."
     names, index, table = [], {}, {}
@@ -59,6 +61,7 @@ def label_concept_table(concepts: dict) -> tuple[list, dict]:
             table[label].append(index[z])
     return names, table
 
+# %% ../nbs/11_select.ipynb #9d0e8bc0
 def embed_inputs(rows, concepts: dict, encoder=None, embed_fn=None, embeddings=None) -> SelectionInputs:
     """Embed description rows and the concept file with `encoder` (or any `embed_fn(texts) -> [n, d]` unit rows), or
     take `embeddings` = (descriptions [N, d], distinct concepts [K, d]) already made in that order (an `embed` stage's file)."""
@@ -105,10 +108,12 @@ def _subset(inp: SelectionInputs, first_n: int | None):
     keep = inp.pos < first_n
     return inp.desc_emb[keep], inp.owner[keep]
 
+# %% ../nbs/11_select.ipynb #81eaf56d
 def _by_image(owner: torch.Tensor, n_images: int) -> list:
     order = owner.argsort(stable=True)
     return list(order.split(torch.bincount(owner, minlength=n_images).tolist()))
 
+# %% ../nbs/11_select.ipynb #908097b0
 def _rows_table(owner: torch.Tensor, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
     "([n_images, max m] description rows of each image in row order, padded with 0; the mask of the real ones)."
     counts = torch.bincount(owner, minlength=n_images)
@@ -118,6 +123,7 @@ def _rows_table(owner: torch.Tensor, n_images: int) -> tuple[torch.Tensor, torch
     rows[owner[order], slot] = order
     return rows, torch.arange(rows.shape[1], device=owner.device) < counts[:, None]
 
+# %% ../nbs/11_select.ipynb #6168fe10
 def _concepts_table(inp: SelectionInputs, device) -> tuple[torch.Tensor, list]:
     "([n_images, max |Z_c|] concept indices of each image's class, padded with 0; |Z_c| of each image)."
     width = max(map(len, inp.label_concepts.values()), default=0)
@@ -127,6 +133,7 @@ def _concepts_table(inp: SelectionInputs, device) -> tuple[torch.Tensor, list]:
     of_image = torch.tensor([where[label] for label in inp.labels], dtype=torch.long)
     return table[of_image].to(device), [len(inp.label_concepts[label]) for label in inp.labels]
 
+# %% ../nbs/11_select.ipynb #2a33938b
 def _description_terms(inp: SelectionInputs, desc, owner, neg: torch.Tensor, tau: float, chunk: int, device) -> list[list[float]]:
     """Per image and concept z of its class: the sum over the image's descriptions d of
     log(e^{L(d,z)} / (e^{L(d,z)} + e^{neg[image, z]})), L = <e(d), e(z)> / tau; `neg` [n_images, K] is the log of the negative sum."""
@@ -143,6 +150,7 @@ def _description_terms(inp: SelectionInputs, desc, owner, neg: torch.Tensor, tau
         out.append(terms.masked_fill(~real[s:s + step, :, None], 0).sum(1))  # [b, Z]
     return [scores[:k] for scores, k in zip(torch.cat(out).tolist(), sizes)]
 
+# %% ../nbs/11_select.ipynb #067b65ae
 def infonce_scores(inp: SelectionInputs, tau: float = 0.1, chunk: int = 8192, first_n: int | None = None,
                    device="cpu") -> list[list[float]]:
     "s(z) for every image (row order) and every concept of its class (Z_c order), in float64."
@@ -275,11 +283,13 @@ def vlm_asker(model, processor, batch_size: int = 16, max_new_tokens: int = 4):
                                        max_new_tokens=max_new_tokens, batch_size=batch_size, desc="direct")]
     return ask
 
+# %% ../nbs/11_select.ipynb #aecb4a86
 def _data_url(path) -> str:
     from selfsynth.models import load_image
     buf = io.BytesIO(); load_image(path).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
+# %% ../nbs/11_select.ipynb #10650f9c
 def endpoint_asker(base_url: str, model: str, api_key: str | None = None, timeout: float = 60, max_tokens: int = 8, *,
                    retries: int = 4, backoff: float = 2.0, max_time: float = 600.0, workers: int = 4, cache_dir=None):
     "Ask an OpenAI-compatible `/chat/completions` endpoint, temperature 0, `workers` at a time, answers cached in `cache_dir`."
@@ -305,6 +315,7 @@ def endpoint_asker(base_url: str, model: str, api_key: str | None = None, timeou
     ask.endpoint = ep
     return ask
 
+# %% ../nbs/11_select.ipynb #ffd08b7c
 def asker_from_env(cache_dir=None, **kw):
     "The endpoint asker configured by `SELFSYNTH_LLM_*` environment variables, or None."
     url, model = os.environ.get("SELFSYNTH_LLM_BASE_URL"), os.environ.get("SELFSYNTH_LLM_MODEL")
@@ -335,15 +346,19 @@ class Selector:
     fn: object
     what: str
 
+# %% ../nbs/11_select.ipynb #cbeb7e83
 def _class_lists(inp: SelectionInputs) -> tuple[list, dict]:
     return [dict(id=i, label=l) for i, l in zip(inp.ids, inp.labels)], {c: [inp.concepts[j] for j in J] for c, J in inp.label_concepts.items()}
 
+# %% ../nbs/11_select.ipynb #b7865b69
 def _class_all(inp: SelectionInputs, **kw) -> list: return [[inp.concepts[j] for j in inp.image_concepts(i)] for i in range(len(inp.ids))]
 
+# %% ../nbs/11_select.ipynb #68c93825
 def _random(inp: SelectionInputs, k=None, seed: int = 0, **kw) -> list:
     if k is None: raise ValueError("selector 'random' needs the set size k (an int or {id: k})")
     return [r["selected"] for r in select_random(*_class_lists(inp), k, seed)]
 
+# %% ../nbs/11_select.ipynb #887826fd
 def _vlm_direct(inp: SelectionInputs, ask=None, images=None, dataset: str = "mini", **kw) -> list:
     if ask is None or images is None: raise ValueError("selector 'vlm_direct' needs `ask` (an asker) and `images` ({id: path})")
     rows, concepts = _class_lists(inp)
@@ -359,6 +374,7 @@ SELECTORS = {s.name: s for s in [
     Selector("vlm_direct", "reference", _vlm_direct, "the model asked, concept by concept, whether the image shows it"),
 ]}
 
+# %% ../nbs/11_select.ipynb #c9e4ad66
 def select(name: str, inp: SelectionInputs, *, tau: float = 0.1, first_n: int | None = None, k=None, std: float = 0.4,
            min_k: int = 3, seed: int = 0, chunk: int = 8192, device="cpu", **kw) -> list[dict]:
     """Selector `name` (a key of `SELECTORS`) on every image of `inp`: rows `{id, label, selected}` (and `scores` for an
@@ -385,6 +401,7 @@ def _device(cfg) -> str:
     from selfsynth.models import resolve_device
     return str(resolve_device(cfg.device))
 
+# %% ../nbs/11_select.ipynb #2bf59ac6
 def described_rows(store: RunStore) -> tuple[list, dict]:
     "(the run's description rows that have descriptions, its concepts); a label the concept file lacks is an error naming both."
     rows = [r for r in read_jsonl(store.path(DESCRIPTIONS)) if r["descriptions"]]
@@ -393,6 +410,7 @@ def described_rows(store: RunStore) -> tuple[list, dict]:
     check_labels([Record(r["id"], "", r["label"], "train") for r in rows], concepts, store.path(concepts_rel))
     return rows, concepts
 
+# %% ../nbs/11_select.ipynb #265d80d0
 def embedding_stage(store: RunStore, encoder: str | None = None) -> dict:
     """Stage `embed` (or `embed/<encoder>`): the run's descriptions and distinct concepts embedded with text encoder
     `encoder` (default: the run's retriever) into a safetensors file, made once for every reader."""
@@ -410,6 +428,7 @@ def embedding_stage(store: RunStore, encoder: str | None = None) -> dict:
     return store.stage(name, run, fields=["retriever"] if name == "embed" else [],
                        inputs=[DESCRIPTIONS, dataset_files(cfg)[1]], outputs=[out])
 
+# %% ../nbs/11_select.ipynb #e393b311
 def load_selection_inputs(store: RunStore, encoder: str | None = None) -> tuple[SelectionInputs, list, dict]:
     "A run's descriptions and concepts embedded with `encoder` (default: the retriever): (inputs, description rows, concepts)."
     from safetensors.torch import load_file
@@ -420,6 +439,7 @@ def load_selection_inputs(store: RunStore, encoder: str | None = None) -> tuple[
     try: return embed_inputs(rows, concepts, embeddings=(t["descriptions"], t["concepts"])), rows, concepts
     except ValueError as e: raise ValueError(f"{path}: {e}; delete it and its manifest to embed again") from None
 
+# %% ../nbs/11_select.ipynb #91b4f544
 def select_stage(store: RunStore) -> dict:
     "Stage `select`: IB concept selection for every described training image -> `round-1/concepts_selected.jsonl`."
     cfg = store.cfg
@@ -435,6 +455,7 @@ def select_stage(store: RunStore) -> dict:
     return store.stage("select", run, fields=SELECT_FIELDS, inputs=[DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1]],
                        outputs=[SELECTED])
 
+# %% ../nbs/11_select.ipynb #c53333bb
 def selector_stage(store: RunStore, selector: str) -> dict:
     """Stage `select/<selector>`: selector `selector` (a key of `SELECTORS`) keeps, for every image, as many concepts as
     the paper's selection kept (its top k by its own score) -> `selection_path` of `ours_<selector>`. Beyond the paper:
@@ -479,6 +500,7 @@ def study_selections(inp: SelectionInputs, describer: str, ns=STUDY_NS, taus=STU
             add("random", tau, n, "matched", _random(inp, dict(zip(inp.ids, k)), seed))
     return out
 
+# %% ../nbs/11_select.ipynb #43addfdc
 def perfect_rows(records, rows, seed: int = 0) -> list[dict]:
     """The perfect describer: for each of `rows` (`{id, label, descriptions}`), as many descriptions as it has, written
     from its record's ground-truth part values (`attributes`) in the base model's wording, seeded by `seed` and the id."""
@@ -492,6 +514,7 @@ def perfect_rows(records, rows, seed: int = 0) -> list[dict]:
         out.append(dict(id=r["id"], label=r["label"], descriptions=[describe_text(attrs[r["id"]], rng) for _ in r["descriptions"]]))
     return out
 
+# %% ../nbs/11_select.ipynb #ce574189
 def _perfect_applies(records, rows) -> str | None:
     "Why the perfect describer cannot run on these images (None when it can)."
     from selfsynth.world import PARTS
@@ -500,6 +523,7 @@ def _perfect_applies(records, rows) -> str | None:
         return f"no mini-world part values for image {bad[0]!r} ({len(bad)} images)"
     return None
 
+# %% ../nbs/11_select.ipynb #4276dc33
 def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, taus=STUDY_TAUS, perfect: bool = True) -> dict:
     "Stage `select/study`: every selector, τ and n, for the model's and the perfect describer's descriptions -> `round-1/selection_study.jsonl`."
     import time

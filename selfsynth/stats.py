@@ -82,6 +82,7 @@ CLAIMS = [
           "McNemar exact on accuracy; paired permutation on CS"),
 ]
 
+# %% ../nbs/16_stats.ipynb #584ae4d3
 def claim_verdict(components: list[dict], p_adjusted: float, alpha: float = ALPHA) -> str:
     "supported / contradicted / inconclusive from a claim's components (each with `difference`, `p`) and its adjusted p."
     if not components or any(c.get("difference") is None for c in components): return "inconclusive"
@@ -89,12 +90,14 @@ def claim_verdict(components: list[dict], p_adjusted: float, alpha: float = ALPH
         return "contradicted" if p_adjusted < alpha else "inconclusive"
     return "supported" if all(c["difference"] > 0 for c in components) and p_adjusted < alpha else "inconclusive"
 
+# %% ../nbs/16_stats.ipynb #94c562f5
 def _claim_p(components: list[dict]) -> float:
     "The p-value of a claim: the largest component p when all point the predicted way, else the smallest opposing one."
     if not components or any(c.get("difference") is None for c in components): return 1.0
     against = [c["p"] for c in components if c["difference"] < 0]
     return min(against) if against else max(c["p"] for c in components)
 
+# %% ../nbs/16_stats.ipynb #80e01e84
 def judge_claims(components: dict, last_round: int, alpha: float = ALPHA, claims=CLAIMS) -> list[dict]:
     "Verdicts of `claims` from `components` {claim id: [component dict]}, Holm-corrected over the claims."
     ps = [_claim_p(components.get(c.id, [])) for c in claims]

@@ -38,24 +38,29 @@ def atomic_path(path):
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally: shutil.rmtree(tmp.parent, ignore_errors=True)
 
+# %% ../nbs/01_store.ipynb #2b16379e
 def write_text(path, text: str) -> Path:
     "Write `text` to `path` atomically."
     with atomic_path(path) as tmp: tmp.write_text(text)
     return Path(path)
 
+# %% ../nbs/01_store.ipynb #c8d59ef3
 def write_json(path, obj) -> Path:
     "Write `obj` as indented JSON, atomically."
     return write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
+# %% ../nbs/01_store.ipynb #97b03afe
 def read_json(path):
     "Read JSON; a corrupt file is an error naming it."
     try: return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
+# %% ../nbs/01_store.ipynb #4a7ce71b
 def write_jsonl(path, rows) -> Path:
     "Write an iterable of dicts as JSON lines, atomically."
     return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
+# %% ../nbs/01_store.ipynb #68c9e51c
 def read_jsonl(path) -> list:
     "Read JSON lines; a corrupt line is an error naming the file and line number."
     rows = []
@@ -79,6 +84,7 @@ def file_digest(path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/01_store.ipynb #9ec9b784
 def path_digest(path) -> str:
     "Digest of a file, or of a folder's files (names and contents)."
     path = Path(path)
@@ -91,6 +97,7 @@ def path_digest(path) -> str:
 
 PACKAGE_DIR = Path(selfsynth.__file__).resolve().parent  # whose sources key every stage
 
+# %% ../nbs/01_store.ipynb #e5505440
 def package_digest(root=None) -> str:
     "Hash of every Python source file of the package (names and contents)."
     root, h = Path(root or PACKAGE_DIR), hashlib.sha256()
@@ -99,6 +106,7 @@ def package_digest(root=None) -> str:
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
+# %% ../nbs/01_store.ipynb #4c15bd12
 def code_digest(fn) -> str:
     "Hash of the package's source and, for a stage function defined outside it, of its own module: any code edit invalidates."
     h = hashlib.sha256(package_digest().encode())

@@ -150,6 +150,7 @@ def _label_pattern(label: str) -> re.Pattern:
     word = lambda w: "".join(re.escape(ch) + r"['’./]?" for ch in w[:-1]) + re.escape(w[-1])
     return re.compile(r"(?<![a-z0-9])" + r"[\s\-_]+".join(map(word, words)) + r"(?![a-z0-9])", re.I)
 
+# %% ../nbs/12_synthesize.ipynb #11c94dae
 class LabelFinder:
     "The class names of a data set, found in free text by the label-check rule above."
     def __init__(self, labels):
@@ -175,13 +176,16 @@ class LabelFinder:
         for l in self.labels: text = self.patterns[l].sub(" ", text)
         return re.sub(r"[ \t]+", " ", text)
 
+# %% ../nbs/12_synthesize.ipynb #febe8c92
 @functools.lru_cache(maxsize=32)
 def _finder(labels: tuple) -> LabelFinder: return LabelFinder(labels)
 
+# %% ../nbs/12_synthesize.ipynb #465d327e
 def label_finder(labels) -> LabelFinder:
     "The (cached) `LabelFinder` of a collection of class names (a concept dict's keys, a list...)."
     return _finder(tuple(sorted(labels)))
 
+# %% ../nbs/12_synthesize.ipynb #24e14bd0
 def names_label(answer: str, label: str, finder: LabelFinder) -> bool:
     "Whether `answer` names `label` (and no other class first): the package's one accuracy rule."
     return finder.predicted(answer) == label
@@ -257,6 +261,7 @@ def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]
     return [r for s, p, a in zip(sels, plans, answers)
             for r in finish_image(s, images[s["id"]], p, a, method, cfg.dataset, cfg.fuzzy_ratio, cfg.seed, label_finder(concepts))]
 
+# %% ../nbs/12_synthesize.ipynb #fcc630b9
 def _counts(rows: list, method: str, images: int, finder: LabelFinder) -> dict:
     src, kinds = Counter(r["source"] for r in rows), Counter(r["kind"] for r in rows)
     c = dict(images=images, pairs=len(rows), **{f"source_{k}": src.get(k, 0) for k in ("kept", "fuzzy", "fallback", "template", "raw")},
@@ -270,6 +275,7 @@ def _counts(rows: list, method: str, images: int, finder: LabelFinder) -> dict:
                  fuzzy_rate=round(src["fuzzy"] / checked, 4), fallback_rate=round(src["fallback"] / checked, 4))
     return c
 
+# %% ../nbs/12_synthesize.ipynb #ec9e071a
 def selected_with_images(store: RunStore, selection: str = SELECTED) -> tuple[list, dict, dict]:
     """(selections of the file `selection`, concepts, {image id: image path}) of the run: every selection's label must
     be a concept-file class and its image a training image of the manifest, else a `ValueError` naming the file."""
@@ -283,6 +289,7 @@ def selected_with_images(store: RunStore, selection: str = SELECTED) -> tuple[li
         raise ValueError(f"{store.path(selection)}: image {missing[0]!r} is not a training image of {store.path(manifest_rel)}")
     return sels, concepts, images
 
+# %% ../nbs/12_synthesize.ipynb #38d0957a
 def synthesize_stage(store: RunStore, method: str = "ours", chunk_images: int = 64) -> dict:
     "Stage `synthesize/<method>`: round-1 training pairs of `method` -> `qa_path(method)`; returns the manifest."
     cfg, out, m = store.cfg, qa_path(method), method_entry(method)

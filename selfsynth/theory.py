@@ -133,6 +133,7 @@ def synthetic_descriptions(seed: int = 0, classes: int = 6, per_class: int = 8, 
 # %% ../nbs/22_theory.ipynb #c89ae42e
 def _jaccard(a: set, b: set) -> float: return len(a & b) / len(a | b) if a | b else 1.0
 
+# %% ../nbs/22_theory.ipynb #6af85562
 @contextmanager
 def _single_thread():
     "Run torch single-threaded: the selection makes many tiny per-image ops, which a contended thread pool slows ~10x."
@@ -141,12 +142,14 @@ def _single_thread():
     try: yield
     finally: torch.set_num_threads(n)
 
+# %% ../nbs/22_theory.ipynb #c9098e75
 def _auc(scores: dict, visible: set) -> float | None:
     "P(a visible concept outscores a non-visible one; ties count half), or None when either kind is missing."
     pos, neg = [s for z, s in scores.items() if z in visible], [s for z, s in scores.items() if z not in visible]
     if not pos or not neg: return None
     return float(np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg]))
 
+# %% ../nbs/22_theory.ipynb #ac7d2fcc
 def swap_descriptions(inp: SelectionInputs, seed: int = 0) -> SelectionInputs:
     "The control input: every image gets the descriptions of another image (a seeded derangement), its class and Z_c unchanged."
     n = len(inp.ids)
@@ -156,6 +159,7 @@ def swap_descriptions(inp: SelectionInputs, seed: int = 0) -> SelectionInputs:
     new_owner = torch.as_tensor(np.argsort(source))[inp.owner]  # the descriptions of image source[i] now belong to image i
     return SelectionInputs(inp.ids, inp.labels, inp.desc_emb, new_owner, inp.pos, inp.concepts, inp.concept_emb, inp.label_concepts)
 
+# %% ../nbs/22_theory.ipynb #84fd882d
 def consistency_check(inp: SelectionInputs, ref: SelectionInputs, visible: dict, ns=tuple(range(1, 31)),
                       tau: float = 0.1, std: float = 0.4, min_k: int = 3, seed: int = 0) -> dict:
     "Check that selection from the first n descriptions agrees with the reference selection above chance, increasingly with n, and separates visible concepts."
@@ -277,14 +281,17 @@ def method_critic_world(seed: int = 0, concepts: int = 16, dim: int = 32, shared
     mi = math.log(concepts) + float(xlogy(p, p).sum(1).mean())  # Z uniform, D uniform: log K - H(D|Z)
     return dict(z=z, d=d, p=p, mi=mi, eps=eps)
 
+# %% ../nbs/22_theory.ipynb #c2eceaa6
 def cosine_critic(d, z, tau: float):
     "The method's critic for every (description j, concept i) of a batch: d, z [B, N, dim] -> [B, N, N] = <d_j, z_i> / tau."
     return d @ np.swapaxes(z, 1, 2) / tau
 
+# %% ../nbs/22_theory.ipynb #10695c22
 def constant_critic(d, z, tau: float):
     "A critic that ignores its input (the control)."
     return np.zeros((d.shape[0], d.shape[1], z.shape[1]))
 
+# %% ../nbs/22_theory.ipynb #b67261c6
 def infonce_method(world: dict, tau: float, n: int, batches: int, rng, critic=None) -> np.ndarray:
     "One InfoNCE estimate per batch of `n` pairs, with description negatives and `critic` (default: cosine / tau)."
     K = len(world["z"])
@@ -293,6 +300,7 @@ def infonce_method(world: dict, tau: float, n: int, batches: int, rng, critic=No
     f = (critic or cosine_critic)(world["d"][di], world["z"][zi], tau)  # [B, j, i]
     return (np.diagonal(f, axis1=1, axis2=2) - _logmeanexp(f, axis=1)).mean(1)
 
+# %% ../nbs/22_theory.ipynb #8381cb18
 def infonce_method_check(tau: float = 0.1, ns=tuple(2 ** k for k in range(1, 11)), samples: int = 2 ** 14, seed: int = 0,
                          critic=None, tol: float = 0.25, z: float = 3.0, **world) -> dict:
     "Check that InfoNCE with the method's critic (cosine / tau, description negatives) gets within `tol` of the known I(Z;D)."
@@ -352,17 +360,21 @@ def count_vectors(n: int, tokens: int) -> tuple:
     c = np.stack([(combos == v).sum(1) for v in range(tokens)], 1)
     return c, gammaln(n + 1) - gammaln(c + 1).sum(1)
 
+# %% ../nbs/22_theory.ipynb #94288f55
 def _entropy(p, axis=-1): return -xlogy(p, p).sum(axis)
 
+# %% ../nbs/22_theory.ipynb #dea0d2b1
 def _binary_entropy(p):
     p = np.clip(p, 0, 1)  # a posterior summed from states can exceed 1 by rounding
     return _entropy(np.stack([p, 1 - p], -1))
 
+# %% ../nbs/22_theory.ipynb #677a9bec
 def _joint_table(pz):
     "p(Z = z-vector | state) for conditionally independent binary concepts: [S, K] -> [S, 2^K]."
     bits = (np.arange(2 ** pz.shape[1])[:, None] >> np.arange(pz.shape[1])) & 1  # [2^K, K]
     return np.exp(np.log(np.where(bits[None], pz[:, None], 1 - pz[:, None]) + 1e-300).sum(-1))
 
+# %% ../nbs/22_theory.ipynb #024efbd5
 def chain_mi(chain: dict, ns) -> dict:
     "Exact I(z_k;X), I(z_k;Dⁿ) per concept and I(Z;X), I(Z;Dⁿ) for all concepts jointly (nats), for each n in `ns`."
     px, py, q, pd = chain["px"], chain["py"], chain["q"], chain["pd"]
@@ -474,6 +486,7 @@ def best_of_k_check(rows, kept=None, min_group: int = 2) -> dict:
         f"mean gain in grounded precision of the best-of-{K} answer over a random pick", trend["rise"], 0.0,
         criteria, details)
 
+# %% ../nbs/22_theory.ipynb #d87c4464
 def random_chooser(rows, seed: int = 0) -> list[dict]:
     "The control of best-of-k: the candidate rows with their scores shuffled within each query (a chooser that ignores r(b))."
     rng, groups = np.random.default_rng(seed), {}
@@ -503,11 +516,13 @@ def _band(ax, x, t, label, color=None, **kw):
     line, = ax.plot(x, t["mean"], marker="o", ms=3, label=label, color=color, **kw)
     ax.fill_between(x, t["lo"], t["hi"], alpha=0.2, color=line.get_color())
 
+# %% ../nbs/22_theory.ipynb #64542d31
 def _title(ax, r):
     failed = [k for k, v in r["criteria"].items() if not v]
     verdict = "PASS" if r["passed"] else f"FAIL ({', '.join(failed)})"
     ax.set_title(f"{r['id']}: {verdict}  (measured {r['measured']:.3g}, threshold {r['threshold']:.3g})", fontsize=9)
 
+# %% ../nbs/22_theory.ipynb #299636f4
 def plot_consistency(r, ax):
     d = r["details"]
     _band(ax, d["ns"], d["agreement"], "agreement with S* of own image (95% CI)")
@@ -517,6 +532,7 @@ def plot_consistency(r, ax):
     ax.axhline(r["threshold"], color="k", lw=0.8, ls="--", label=f"level {r['threshold']}")
     ax.set(xlabel="descriptions per image n", ylabel="Jaccard / precision", ylim=(0, 1))
 
+# %% ../nbs/22_theory.ipynb #a32c9015
 def plot_infonce(r, ax):
     d = r["details"]
     ns = np.array(d["ns"])
@@ -530,6 +546,7 @@ def plot_infonce(r, ax):
            ylim=(0, max(np.log(ns[-1]), max(min(c["mi"], 9) for c in d["curves"])) * 1.1))
     ax.text(0.02, 0.97, "dashed: true I(X;Y)", transform=ax.transAxes, va="top", fontsize=8)
 
+# %% ../nbs/22_theory.ipynb #acb5df6d
 def plot_infonce_method(r, ax):
     d = r["details"]
     ns, est, se = np.array(d["ns"]), np.array(d["est"]), np.array(d["se"])
@@ -539,6 +556,7 @@ def plot_infonce_method(r, ax):
     ax.plot(ns, np.log(ns), "k:", label="log N")
     ax.set(xscale="log", xlabel="batch size N (log scale)", ylabel="nats", ylim=(min(0, est.min() * 1.1), max(d["mi"], 1) * 1.6))
 
+# %% ../nbs/22_theory.ipynb #9565ac78
 def plot_dpi(r, axes):
     d = r["details"]
     ex = d["example"]
@@ -552,6 +570,7 @@ def plot_dpi(r, axes):
     axes[1].axhline(d["level"], color="k", lw=0.8, ls="--", label=f"level {d['level']}")
     axes[1].set(xlabel="descriptions n", ylabel="rank agreement", ylim=(0, 1.02))
 
+# %% ../nbs/22_theory.ipynb #d29b4318
 def plot_best_of_k(r, ax):
     d = r["details"]
     _band(ax, d["ks"], d["quality"], "best-of-k by r(b) (95% CI)")
@@ -559,6 +578,7 @@ def plot_best_of_k(r, ax):
     ax.axhline(d["quality"]["mean"][0], color="grey", ls=":", label="random pick")
     ax.set(xlabel="candidates k", ylabel="grounded precision of kept answer", xticks=d["ks"])
 
+# %% ../nbs/22_theory.ipynb #1c372a4c
 def plot_check(r):
     "A matplotlib figure of check result `r`."
     import matplotlib.pyplot as plt
@@ -725,6 +745,7 @@ def run_theory(run, quick: bool = False, embed_fn=None, quality_fn=None, figures
             plt.close(fig)
     return results
 
+# %% ../nbs/22_theory.ipynb #19c10566
 def summary(results) -> str:
     "A Markdown table of check results."
     lines = ["| check | measured | threshold | passed | control (must fail) | control measured | control passed | assumption |",
@@ -737,6 +758,7 @@ def summary(results) -> str:
                      f"{num(r.get('control_measured'))} | {cp} | {r['assumption']} |")
     return "\n".join(lines)
 
+# %% ../nbs/22_theory.ipynb #0227984b
 def show(r) -> None:
     "Display one check in a notebook: its report and its figure (as a PNG, whatever the matplotlib backend)."
     import io
@@ -747,6 +769,7 @@ def show(r) -> None:
     fig.savefig(buf, format="png", dpi=100); plt.close(fig)
     display(Image(buf.getvalue()))
 
+# %% ../nbs/22_theory.ipynb #c204449a
 def report(r) -> str:
     "Markdown: one check's assumption, what it measured, threshold, criteria and verdict."
     if r.get("skipped"): return f"**{r['id']}** — skipped: {r['skipped']}.\n\nAssumption: {r['assumption']}."

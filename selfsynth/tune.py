@@ -185,12 +185,14 @@ def _split(world: int, cfg: RunConfig) -> tuple[int, int]:
     micro = min(cfg.micro_batch_size or per_proc, per_proc)
     return micro, math.ceil(per_proc / micro)
 
+# %% ../nbs/13_tune.ipynb #7b766870
 def enable_checkpointing(model) -> None:
     "Recompute activations in the backward pass (non-reentrant, which works with a frozen embedding and LoRA)."
     kw = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"): model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
     else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)  # transformers before its rename
 
+# %% ../nbs/13_tune.ipynb #bc7172cc
 def use_compiled_blocks(cfg: RunConfig, device) -> bool:
     "Whether `train` compiles the decoder blocks: as `cfg.compile_blocks` says; by default on a GPU without checkpointing."
     if cfg.compile_blocks is None: return torch.device(device).type == "cuda" and not cfg.grad_checkpointing
@@ -199,6 +201,7 @@ def use_compiled_blocks(cfg: RunConfig, device) -> bool:
                           "(torch.compile fails in the backward partition); turn one off")
     return cfg.compile_blocks
 
+# %% ../nbs/13_tune.ipynb #8cd28062
 def compile_blocks(model) -> int:
     "Compile each decoder block of the language model in place (`torch.compile`, one graph for alike blocks); the number compiled."
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
@@ -206,6 +209,7 @@ def compile_blocks(model) -> int:
     for block in blocks: block.compile()
     return len(blocks)
 
+# %% ../nbs/13_tune.ipynb #e1965bd9
 def answer_cross_entropy(model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
     """Summed cross-entropy of the answer tokens (`labels` != -100). Logits are made only from the batch's earliest
     answer position on (`logits_to_keep`): the image and prompt positions, most of a LLaVA sequence, never reach the
@@ -215,6 +219,7 @@ def answer_cross_entropy(model, inputs: dict, labels: torch.Tensor) -> torch.Ten
     # position t predicts token t+1; prompt and padding positions are -100 and ignored
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, first:].flatten(), ignore_index=-100, reduction="sum")
 
+# %% ../nbs/13_tune.ipynb #322a1605
 def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 10) -> dict:
     "LoRA-tune model folder `base` on `samples`; write `out_dir/adapter` and `out_dir/merged`; return the training log."
     from accelerate import Accelerator
@@ -266,6 +271,7 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
     acc.wait_for_everyone()
     return result
 
+# %% ../nbs/13_tune.ipynb #0853e611
 def _examples(samples, idx, cfg: RunConfig, step: int):
     "Images (augmented when `cfg.augment`, seeded per step and sample), questions and answers of samples `idx`."
     images = []

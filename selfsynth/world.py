@@ -339,6 +339,7 @@ def _outline(groups: np.ndarray, width: int = 2) -> np.ndarray:
         e[s:] |= d0; e[:-s] |= d0; e[:, s:] |= d1; e[:, :-s] |= d1
     return e.astype(np.uint8) * 255
 
+# %% ../nbs/03_world.ipynb #8568664e
 def _transform(scene: Scene, n: int, pad: int):
     "The map from bird coordinates to pixels of the padded label map."
     sx = -1 if scene.facing == "left" else 1
@@ -347,6 +348,7 @@ def _transform(scene: Scene, n: int, pad: int):
     origin = np.array([scene.cx * n + pad, scene.cy * n + pad])
     return lambda pts: ((np.asarray(pts) * [sx, 1]) @ rot.T + origin).ravel().tolist()
 
+# %% ../nbs/03_world.ipynb #eaa83326
 def _draw_bird(values: dict, scene: Scene, place, lab: Image.Image) -> None:
     "Draw the part labels of the bird into `lab`, back to front."
     draw = ImageDraw.Draw(lab)
@@ -368,12 +370,14 @@ def _draw_bird(values: dict, scene: Scene, place, lab: Image.Image) -> None:
         poly(SHAPES["eye"], "eye")
     poly(SHAPES[f"beak:{values['beak']}"], "beak")
 
+# %% ../nbs/03_world.ipynb #1dbd2103
 def _part_centre(part: str, values: dict) -> np.ndarray:
     "Centre of a part in bird coordinates."
     key = {"beak": f"beak:{values['beak']}", "tail": f"tail:{values['tail']}", "legs": "legs", "eye": "eye"}.get(part, part)
     pts = SHAPES[key]
     return np.concatenate(pts).mean(0) if isinstance(pts, list) else pts.mean(0)
 
+# %% ../nbs/03_world.ipynb #3108a269
 def _draw_leaf(values: dict, scene: Scene, place, lab: Image.Image) -> None:
     "A cluster of three leaves over the part `scene.leaf` names."
     part, dx, dy, r = scene.leaf
@@ -385,6 +389,7 @@ def _draw_leaf(values: dict, scene: Scene, place, lab: Image.Image) -> None:
         leaf = _ellipse(0, 0, .8 * r, .45 * r, n=24) @ rot + c + .6 * r * np.array([math.cos(a), math.sin(a)])
         draw.polygon(place(leaf), fill=_LID["leaf"])
 
+# %% ../nbs/03_world.ipynb #61b7a307
 def _background(scene: Scene, n: int) -> np.ndarray:
     "Background of side `n`: a plain colour, a vertical gradient, or soft blobs."
     bg = np.broadcast_to(np.array(scene.background, float), (n, n, 3)).copy()
@@ -396,6 +401,7 @@ def _background(scene: Scene, n: int) -> np.ndarray:
             bg += d * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / r ** 2)[..., None]
     return bg
 
+# %% ../nbs/03_world.ipynb #2fdc0f31
 def render(values: dict, scene: Scene | None = None, size: int = 64) -> tuple:
     "Draw a bird with part `values` in `scene`: returns `(PIL.Image, attributes)`."
     scene, n = scene or Scene(), size * _SS
