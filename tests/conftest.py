@@ -24,3 +24,17 @@ def cpu2_launch():
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     config = Path(__file__).resolve().parent.parent / "configs" / "accelerate_cpu2.yaml"
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port", str(port)]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config():
+    """A factory of quick-preset configs for whole rounds on a random tiny LLaVA in `tmp`: 4 classes of 2 train images,
+    short generations, LoRA rank 4. `changes`: fields to set otherwise (checked)."""
+    from selfsynth.config import preset
+    from selfsynth.models import make_random_llava
+    def make(tmp, **changes):
+        return preset("quick", model=str(make_random_llava(tmp / "tiny")), run_dir=str(tmp / "run"), device="cpu",
+                      world_classes=4, world_train_per_class=2, world_test_per_class=1, describe_prompts=1, describe_samples=2,
+                      describe_max_new_tokens=10, synth_answers=2, synth_max_new_tokens=6, rs_queries=3, rs_samples=2,
+                      rs_max_new_tokens=6, lora_r=4, lora_alpha=8, epochs=1, batch_size=8, rounds=3).replace(**changes)
+    return make

@@ -1,19 +1,13 @@
 "Tests of the method registry (00a_methods): a method added as one entry runs rounds; `ours_<selector>` reads its own selection."
 import pytest
-from selfsynth.config import preset
 from selfsynth.store import RunStore, read_jsonl
-from selfsynth.models import make_random_llava
 from selfsynth.methods import REGISTRY, Method, register
 from selfsynth.layout import SELECTED, round_dir, selection_path
 from selfsynth.rounds import run_round, round_stage_names
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("m")
-    cfg = preset("quick", model=str(make_random_llava(tmp / "tiny")), run_dir=str(tmp / "run"), device="cpu",
-                 world_classes=4, world_train_per_class=2, world_test_per_class=1, describe_prompts=1, describe_samples=3,
-                 describe_max_new_tokens=10, synth_answers=2, synth_max_new_tokens=6, rs_queries=2, rs_samples=2,
-                 rs_max_new_tokens=6, lora_r=4, lora_alpha=8, epochs=1, batch_size=8, rounds=2)
+def store(tmp_path_factory, tiny_run_config):
+    cfg = tiny_run_config(tmp_path_factory.mktemp("m"), describe_samples=3, rs_queries=2, rounds=2)
     return RunStore(cfg.run_dir, cfg)
 
 @pytest.fixture

@@ -1,19 +1,13 @@
 "Tests of selfsynth.rounds: round chaining, folder layout, resume, errors."
 from pathlib import Path
 import pytest
-from selfsynth.config import preset
 from selfsynth.store import RunStore, read_jsonl
-from selfsynth.models import make_random_llava
 import selfsynth.tune as tune
 from selfsynth.rounds import run_round, model_for, round_stage_names, stage_times
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("r")
-    cfg = preset("quick", model=str(make_random_llava(tmp / "tiny")), run_dir=str(tmp / "run"), device="cpu",
-                 world_classes=4, world_train_per_class=2, world_test_per_class=1, describe_prompts=1, describe_samples=2,
-                 describe_max_new_tokens=10, synth_answers=2, synth_max_new_tokens=6, rs_queries=3, rs_samples=2,
-                 rs_max_new_tokens=6, lora_r=4, lora_alpha=8, epochs=1, batch_size=8, rounds=3)
+def run(tmp_path_factory, tiny_run_config):
+    cfg = tiny_run_config(tmp_path_factory.mktemp("r"))
     store = RunStore(cfg.run_dir, cfg)
     return store, run_round(store, "nl", 2)
 
