@@ -236,7 +236,8 @@ def decode_floor_s(model, sequences: int, prompt_len: int, new_tokens: int, band
 def bench_sampling(shapes: dict, device="auto", seed: int = 0) -> dict:
     "Time eager `generate` (each prompt copied n times, then prefilled) against the shared-prefill and cascade paths on one random LLaVA; one result dict."
     import transformers
-    from selfsynth.models import generate_cascade, generate_shared, resolve_device, resolve_dtype
+    from selfsynth.fastgen import generate_cascade, generate_shared
+    from selfsynth.models import resolve_device, resolve_dtype
     dev = resolve_device(device)
     model = random_llava(shapes["model"], shapes["image_tokens"], dev, resolve_dtype("auto", dev), seed)
     n, new = shapes["samples"], shapes["new_tokens"]

@@ -158,8 +158,13 @@ def _cmd_notebook(name):
 # %% ../nbs/40_cli.ipynb #0bdc7b75
 def _cmd_data(a):
     if a.action == "check":
-        from selfsynth.data import data_check_main
+        from selfsynth.datacheck import data_check_main
         return data_check_main(a.dataset, a.data_root, a.concepts)
+    if a.action == "concepts":
+        if not (a.dataset and a.data_root and a.out):
+            raise ConfigError("selfsynth data concepts: --dataset, --data-root and --out are required")
+        from selfsynth.datacheck import data_concepts_main
+        return data_concepts_main(a.dataset, a.data_root, a.out, a.source)
     cfg = config_from_args(a)
     store = RunStore(cfg.run_dir, cfg)
     from selfsynth.rounds import data_stage_for
@@ -190,11 +195,14 @@ def parser() -> argparse.ArgumentParser:
     for name, help in (("report", "tables, figures and results.json from the run folder"),
                        ("theory", "sanity checks of the properties the method relies on")):
         r = sub.add_parser(name, help=help); _common(r); _preflight_flag(r); r.set_defaults(fn=_cmd_notebook(name))
-    r = sub.add_parser("data", help="prepare or check a dataset")
-    r.add_argument("action", choices=["check", "prepare"])
+    r = sub.add_parser("data", help="prepare or check a dataset, or write its concept file")
+    r.add_argument("action", choices=["check", "prepare", "concepts"])
     _common(r)
     r.add_argument("--dataset", help="dataset name for `check` (cub-200, stanford-dogs, ...)")
     r.add_argument("--concepts", help="concept file to check labels against")
+    r.add_argument("--out", help="`concepts`: the concept file to write")
+    r.add_argument("--source", choices=["llm", "attributes"], default="llm",
+                   help="`concepts`: an OpenAI-compatible endpoint (SELFSYNTH_LLM_*) or, for cub-200, its attribute annotations")
     r.set_defaults(fn=_cmd_data)
     r = sub.add_parser("bench", help="speed benchmarks")
     r.add_argument("what", choices=["selection", "sampling", "sft"])

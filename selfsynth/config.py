@@ -14,12 +14,12 @@ from fastcore.basics import patch
 from .methods import PAPER_METHODS, REGISTRY
 
 # %% auto #0
-__all__ = ['GEN_BACKENDS', 'GEN_DRAWS', 'DATASETS', 'METHODS', 'PRESETS', 'RunConfig', 'field_docs', 'ConfigError', 'preset',
-           'parse_value', 'save_config', 'load_config', 'apply_overrides']
+__all__ = ['GEN_BACKENDS', 'GEN_DRAWS', 'DATASETS', 'METHODS', 'UNKEYED_FIELDS', 'PRESETS', 'RunConfig', 'field_docs',
+           'ConfigError', 'preset', 'parse_value', 'save_config', 'load_config', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #429cd23d
 GEN_BACKENDS = ("eager", "shared", "shared-static", "cascade")  # how `models.generate` samples (04_models)
-GEN_DRAWS = ("topk", "exact")  # how the cascade backend draws a token (04_models)
+GEN_DRAWS = ("topk", "exact")  # how the cascade backend draws a token (04a_fastgen)
 DATASETS = ("mini", "cub-200", "stanford-dogs", "fgvc-aircraft", "ham10000", "chest-xray", "pld")
 METHODS = PAPER_METHODS  # the registry of 00a_methods holds every method; these are the paper's
 
@@ -101,6 +101,19 @@ def field_docs() -> dict:
     "Map each `RunConfig` field to the comment that documents it."
     from fastcore.docments import docments
     return {k: v for k, v in docments(RunConfig).items() if k in {f.name for f in fields(RunConfig)}}
+
+# %% ../nbs/00_config.ipynb #uk1e0002
+UNKEYED_FIELDS = {  # field: why no stage's key names it
+    "device": "where a stage runs; the precision that follows from it is keyed through `dtype`, which keys record "
+              "resolved (`auto`: bf16 on a GPU, fp32 on a CPU)",
+    "gen_launch": "the command that spreads sampling over processes; a batch's seed follows its place in the list, "
+                  "not the process that samples it",
+    "micro_batch_size": "how a step's batch is split to fit in memory; the step's loss is the mean over all its answer "
+                        "tokens either way (the same up to summation order)",
+    "grad_checkpointing": "activations recomputed in the backward pass instead of kept: the same gradients, less memory",
+    "compile_blocks": "`torch.compile` of the decoder blocks: the same computation, faster on a GPU",
+    "select_chunk": "how many (image, concept) pairs the selection scores at once: memory, not the scores",
+}
 
 # %% ../nbs/00_config.ipynb #a70c90a2
 _MINI = dict(

@@ -14,7 +14,8 @@ from pathlib import Path
 from .config import RunConfig, ConfigError
 from .layout import DESCRIPTION_PRECISION, JUDGE_CACHE, eval_path, qa_path, stage_name
 from .store import RunStore, read_json, write_json, read_jsonl
-from .data import read_manifest, read_concepts, check_labels, LLMEndpoint, LLMError, chat
+from .data import read_manifest, read_concepts, check_labels
+from .llm import LLMEndpoint, LLMError, chat
 
 log = logging.getLogger("selfsynth")
 
@@ -321,7 +322,7 @@ def parse_verdict(text: str) -> dict:
 
 # %% ../nbs/20_evaluate.ipynb #8274a050
 class LLMJudge:
-    "EE/CS verdicts from an OpenAI-compatible chat-completions endpoint, cached on disk, retried as `data.chat` retries."
+    "EE/CS verdicts from an OpenAI-compatible chat-completions endpoint, cached on disk, retried as `llm.chat` retries."
     def __init__(self, base_url: str, model: str, api_key: str | None = None, cache_dir=None,
                  retries: int = 4, backoff: float = 1.0, timeout: float = 60.0):
         if not base_url or not model: raise JudgeError("LLM judge needs a base URL and a model name "
@@ -500,7 +501,8 @@ def summarise(rows: list) -> dict:
                 n_cs=sum(r["cs"] is not None for r in rows), n_grounded=sum(r["grounded_precision"] is not None for r in rows))
 
 # %% ../nbs/20_evaluate.ipynb #97724ee0
-EVAL_FIELDS = ["dataset", "model", "seed", "max_test_images", "eval_max_new_tokens", "judge", "fs_model", "dtype", "retriever"]
+EVAL_FIELDS = ["dataset", "model", "seed", "max_test_images", "eval_max_new_tokens", "judge", "fs_model", "dtype", "retriever",
+               "gen_batch_size", "gen_backend", "gen_draw"]  # greedy, but batching and backend change the rounding
 
 def _eval_chunk(ctx, recs, root, question, concepts, cache, model_path) -> list[dict]:
     "Answer, judge and score one chunk of test records."

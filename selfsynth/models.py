@@ -1,4 +1,4 @@
-"""Load a LLaVA-style model and its processor, sample answers from it in batches, and embed text with the retriever.
+"""Load a LLaVA-style model and its processor, sample answers from it in batches (the reference path: transformers' own `generate`), and embed text with the retriever.
 
 Docs: https://selfsynth.github.io/selfsynth/models.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://selfsynth.github.io/selfsynth/models.html.md"""
 
 # %% ../nbs/04_models.ipynb #b642534d
 from __future__ import annotations
-import inspect, json, os, warnings
+import json, warnings
 from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -15,10 +15,8 @@ from .config import GEN_BACKENDS, GEN_DRAWS
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'LLAVA_CHAT_TEMPLATE', 'GENERIC_TEXT', 'MINI_SIZES', 'TINY_SIZES', 'SAMPLING_BACKENDS',
-           'CASCADE_ATTENTION', 'SAMPLING_DRAWS', 'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava',
-           'save_llava', 'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt', 'generate',
-           'shared_prefix_cache', 'generate_shared', 'CascadeCache', 'cascade_attention', 'GraphedStep',
-           'generate_cascade', 'topk_probs', 'draw_topk', 'launch_generate', 'sample', 'main', 'load_text_encoder',
+           'SAMPLING_DRAWS', 'resolve_device', 'resolve_dtype', 'train_tokenizer', 'new_llava', 'save_llava',
+           'make_random_llava', 'load_vlm', 'load_image', 'chat_prompt', 'generate', 'sample', 'load_text_encoder',
            'embed']
 
 # %% ../nbs/04_models.ipynb #187d34f3
@@ -192,6 +190,10 @@ def chat_prompt(processor, question: str) -> str:
         return processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     return f"USER: <image>\n{question} ASSISTANT:"
 
+# %% ../nbs/04_models.ipynb #5a3c0b17
+SAMPLING_BACKENDS = GEN_BACKENDS  # eager (`num_return_sequences`), one shared prefill, + static cache, cascade
+SAMPLING_DRAWS = GEN_DRAWS  # `exact`: transformers' processors over the vocabulary (eager's very tokens); `topk`: the same distribution among the top k
+
 # %% ../nbs/04_models.ipynb #534efe05
 def _batch_seed(seed: int, start: int) -> int:
     return (seed * 1_000_003 + start) % (2**63 - 1)
@@ -208,6 +210,7 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
     # top_k is left to the model's generation config (transformers' default 50), as in the paper's HF-based code
     if do_sample: opts.update(temperature=temperature, top_p=top_p)
     k = n if do_sample else 1  # greedy: one answer, repeated n times
+    if backend != "eager": from selfsynth.fastgen import generate_cascade, generate_shared  # here: selfsynth.fastgen imports this module
     side, tok.padding_side = tok.padding_side, "left"
     out = []
     try:
@@ -226,280 +229,17 @@ def generate(model, processor, images, questions, *, n=1, temperature=1.0, top_p
     finally: tok.padding_side = side
     return out
 
-# %% ../nbs/04_models.ipynb #9b2c4d1e
-SAMPLING_BACKENDS = GEN_BACKENDS  # eager (`num_return_sequences`), one shared prefill, + static cache, cascade
-_STATIC_ROUND = 64  # static cache lengths are rounded up to this: fewer distinct shapes to compile
-
-def _cache_kwarg(model) -> str:
-    "The name under which this transformers version passes a KV cache to the model (`cache` since 5.2x, `past_key_values` before)."
-    return "cache" if "cache" in inspect.signature(model.get_decoder().forward).parameters else "past_key_values"
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    "Position ids as `generate` derives them from a left-padded attention mask (padding at 0)."
-    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-
-def shared_prefix_cache(model, enc, n: int, static_len: int | None = None):
-    "KV cache of every prompt in `enc` but its last token, computed once and repeated for `n` samples each; a `StaticCache` of `static_len` positions if given."
-    from transformers import DynamicCache, StaticCache
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}  # pixel_values: prefill only
-    prefix = DynamicCache(config=model.config)
-    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=_positions(mask)[:, :-1],
-          use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): prefix}, **media)
-    if static_len is None:
-        prefix.batch_repeat_interleave(n)
-        return prefix
-    cache = StaticCache(config=model.config, max_cache_len=static_len)
-    for i, layer in enumerate(prefix.layers):
-        cache.update(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0), i)
-    return cache
-
-def generate_shared(model, enc, n: int, *, max_new_tokens: int, static: bool = False, **opts) -> torch.Tensor:
-    "`model.generate(**enc, num_return_sequences=n, max_new_tokens=..., **opts)`, with one prefill per prompt shared by its `n` samples."
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    if ids.shape[1] < 2: raise ValueError("generate_shared: prompts need at least two tokens (one to prefill, one to feed)")
-    static_len = -(-(ids.shape[1] + max_new_tokens) // _STATIC_ROUND) * _STATIC_ROUND if static else None
-    with torch.inference_mode():
-        cache = shared_prefix_cache(model, enc, n, static_len)
-        return model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
-                              **{_cache_kwarg(model): cache}, max_new_tokens=max_new_tokens, **opts)
-
-# %% ../nbs/04_models.ipynb #c4sc0002
-CASCADE_ATTENTION = "selfsynth_cascade"
-
-class CascadeCache:
-    "Cache of a cascade decode: each prompt's keys and values once, the n samples' new tokens in preallocated buffers."
-    def __init__(self, prefix, prompt_mask, n: int, steps: int):
-        layers = prefix.layers
-        self.prefix_keys = [l.keys for l in layers]  # [P, H_kv, L_p, D] per layer, one row per prompt
-        self.prefix_values = [l.values for l in layers]
-        self.prefix_pad = ~prompt_mask.bool()[:, None, None, :]  # left padding of each prompt, for every head
-        P, H, _, D = self.prefix_keys[0].shape
-        self.keys = [k.new_zeros(P * n, H, steps, D) for k in self.prefix_keys]  # [P·n, H_kv, steps, D]
-        self.values = [v.new_zeros(P * n, H, steps, v.shape[-1]) for v in self.prefix_values]
-        self.step = torch.zeros((), dtype=torch.long, device=prompt_mask.device)  # the slot the next fed token takes
-        self.slots = torch.arange(steps, device=prompt_mask.device)
-        self.span = steps  # slots the next step's attention reads: those written so far, rounded up (fewer graphs to capture)
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        "Write the fed token's keys and values at `step` and return the layer's buffers (the model's cache protocol)."
-        self.keys[layer_idx].index_copy_(2, self.step.view(1), key_states)
-        self.values[layer_idx].index_copy_(2, self.step.view(1), value_states)
-        return self.keys[layer_idx], self.values[layer_idx]
-
-# %% ../nbs/04_models.ipynb #ab156960
-def cascade_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
-                      cascade: CascadeCache | None = None, **kwargs):
-    "One decode step's attention: the prompt's keys read once for its n samples, then their own tokens; one softmax over both."
-    pk, pv = cascade.prefix_keys[module.layer_idx], cascade.prefix_values[module.layer_idx]
-    P, H, Lp, D = pk.shape
-    B, Hq = query.shape[:2]
-    n, g = B // P, Hq // H  # samples per prompt, query heads per key head
-    to_rows = lambda x: x.view(P, H, n, g, -1).transpose(1, 2).reshape(B, H, g, x.shape[-1])  # [P, H, n·g, k] -> [B, H, g, k]
-    q = query.view(B, H, g, D)
-    pre = (q.view(P, n, H, g, D).transpose(1, 2).reshape(P, H, n * g, D) @ pk.transpose(-1, -2)).float() * scaling
-    pre = pre.masked_fill(cascade.prefix_pad, float("-inf"))  # [P, H, n·g, L_p]
-    key, value = key[:, :, :cascade.span], value[:, :, :cascade.span]
-    own = (q @ key.transpose(-1, -2)).float() * scaling  # [B, H, g, span]
-    own = own.masked_fill(cascade.slots[:cascade.span] > cascade.step, float("-inf"))  # slots not yet written
-    top = torch.maximum(to_rows(pre.amax(-1, keepdim=True)), own.amax(-1, keepdim=True))  # [B, H, g, 1]
-    e_pre = torch.exp(pre - top.view(P, n, H, g, 1).transpose(1, 2).reshape(P, H, n * g, 1))
-    e_own = torch.exp(own - top)
-    total = to_rows(e_pre.sum(-1, keepdim=True)) + e_own.sum(-1, keepdim=True)
-    out = to_rows((e_pre.to(pv.dtype) @ pv).float()) + (e_own.to(value.dtype) @ value).float()
-    return (out / total).to(query.dtype).view(B, 1, Hq, -1), None
-
-from transformers import AttentionInterface
-AttentionInterface.register(CASCADE_ATTENTION, cascade_attention)  # a name `set_attn_implementation` accepts
-
-# %% ../nbs/04_models.ipynb #c4sc0003
-_SPAN = 64  # the attention over the samples' own tokens reads a multiple of this many slots
-_SAMPLING_OPTS = {"do_sample", "temperature", "top_k", "top_p", "min_new_tokens", "pad_token_id", "eos_token_id"}
-
-def _warpers(model, opts: dict, prompt_len: int, device):
-    "transformers' own logits processors for the options, in `generate`'s order (min length first, then the warpers)."
-    from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper,
-                              TopKLogitsWarper, TopPLogitsWarper)
-    gc = model.generation_config
-    pick = lambda k, default: opts[k] if opts.get(k) is not None else (getattr(gc, k, None) if getattr(gc, k, None) is not None else default)
-    procs = LogitsProcessorList()
-    eos = pick("eos_token_id", None)
-    if opts.get("min_new_tokens") and eos is not None:
-        procs.append(MinNewTokensLengthLogitsProcessor(prompt_len, opts["min_new_tokens"], eos, device=device))
-    warp = {}  # the warpers' settings, for `draw_topk`
-    if pick("do_sample", False):
-        t, k, p = pick("temperature", 1.0), pick("top_k", 50), pick("top_p", 1.0)
-        if t != 1.0: procs.append(TemperatureLogitsWarper(t))
-        if k: procs.append(TopKLogitsWarper(k))
-        if p < 1.0: procs.append(TopPLogitsWarper(p))
-        warp = dict(top_k=k, temperature=t, top_p=p)
-    return procs, pick("do_sample", False), eos, pick("pad_token_id", eos), warp
-
-# %% ../nbs/04_models.ipynb #3f65b42a
-def _decode_step(model, lm, cache, kw: str):
-    "The decode step: feed one token per sequence, get the next token's logits (float32) [B, V]."
-    def step(tokens, positions, span: int):
-        cache.span = span
-        h = lm(input_ids=tokens, position_ids=positions, use_cache=True, cascade=cache, **{kw: cache}).last_hidden_state
-        return model.get_output_embeddings()(h[:, -1]).float()
-    return step
-
-# %% ../nbs/04_models.ipynb #36ee0242
-class GraphedStep:
-    "A decode step replayed from CUDA graphs, one per span, captured when first needed: one launch per step instead of hundreds."
-    def __init__(self, step, tokens, positions):
-        self.step, self.tokens, self.positions, self.graphs, self.pool = step, tokens.clone(), positions.clone(), {}, None
-
-    def _capture(self, span: int):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side): self.step(self.tokens, self.positions, span)  # warm-up; it writes the slot the real step then overwrites
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool): logits = self.step(self.tokens, self.positions, span)
-        self.pool = graph.pool()
-        return graph, logits
-
-    def __call__(self, tokens, positions, span: int):
-        self.tokens.copy_(tokens); self.positions.copy_(positions)
-        if span not in self.graphs: self.graphs[span] = self._capture(span)
-        graph, logits = self.graphs[span]
-        graph.replay()
-        return logits
-
-# %% ../nbs/04_models.ipynb #f92e35ba
-def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: bool | None = None, draw: str = "exact",
-                     **opts) -> torch.Tensor:
-    "`n` samples per prompt like `generate(..., num_return_sequences=n)`, decoding with each prompt's KV cache stored and read once for its n samples; `draw`: one of `SAMPLING_DRAWS`."
-    from transformers import DynamicCache
-    if unknown := set(opts) - _SAMPLING_OPTS: raise ValueError(f"generate_cascade: unsupported options {sorted(unknown)}")
-    if draw not in SAMPLING_DRAWS: raise ValueError(f"generate_cascade: unknown draw {draw!r} (known: {', '.join(SAMPLING_DRAWS)})")
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-    P, L = ids.shape
-    procs, do_sample, eos, pad, warp = _warpers(model, opts, L, ids.device)
-    fast = draw == "topk" and bool(warp.get("top_k"))  # sampling with a top-k; otherwise the exact draw is the only one
-    min_new = (opts.get("min_new_tokens") or 0) if eos is not None else 0  # as `_warpers` adds the minimum-length processor
-    ban = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=ids.device) if min_new else None
-    lm, B = model.get_decoder(), P * n
-    kw = _cache_kwarg(model)
-    with torch.inference_mode():
-        prefix = DynamicCache(config=model.config)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True,
-                       logits_to_keep=1, **{kw: prefix}, **media).logits[:, -1].float().repeat_interleave(n, 0)
-        cache = CascadeCache(prefix, mask, n, max_new_tokens)
-        del prefix
-        positions = mask.long().sum(-1, keepdim=True).repeat_interleave(n, 0)  # the first new token's position
-        seqs = ids.repeat_interleave(n, 0)
-        out = torch.full((B, max_new_tokens), pad if pad is not None else 0, dtype=ids.dtype, device=ids.device)
-        unfinished = torch.ones(B, dtype=torch.bool, device=ids.device)
-        live = torch.zeros(max_new_tokens, dtype=torch.bool, device=ids.device)  # steps taken while a sample was unfinished
-        original = model.config.text_config._attn_implementation
-        model.set_attn_implementation({"text_config": CASCADE_ATTENTION})
-        try:
-            step = _decode_step(model, lm, cache, kw)
-            if cuda_graph is None: cuda_graph = ids.device.type == "cuda"
-            if cuda_graph: step = GraphedStep(step, torch.zeros(B, 1, dtype=ids.dtype, device=ids.device), positions)
-            for t in range(max_new_tokens):
-                # the minimum length first, as its processor comes first: the end token can't be among the k drawn from
-                nxt = draw_topk(logits.index_fill(1, ban, float("-inf")) if t < min_new else logits, **warp) if fast else None
-                if nxt is None:  # the exact draw (or a tie past `draw_topk`'s candidates): the processors over the whole vocabulary
-                    scores = procs(torch.cat([seqs, out[:, :t]], 1), logits)
-                    nxt = torch.multinomial(scores.softmax(-1), 1).squeeze(1) if do_sample else scores.argmax(-1)
-                live[t] = unfinished.any()
-                if eos is not None:
-                    nxt = torch.where(unfinished, nxt, pad)
-                    unfinished &= nxt != eos
-                out[:, t] = nxt
-                if t + 1 == max_new_tokens or (t % 16 == 15 and not unfinished.any()): break  # a sync every 16 steps, not every step
-                logits = step(nxt[:, None], positions + t, min(-(-(t + 1) // _SPAN) * _SPAN, max_new_tokens))
-                cache.step.add_(1)
-        finally: model.set_attn_implementation({"text_config": original})
-    return torch.cat([seqs, out[:, :int(live.sum())]], 1)
-
-# %% ../nbs/04_models.ipynb #c7bda94f
-SAMPLING_DRAWS = GEN_DRAWS  # `exact`: transformers' processors over the vocabulary (eager's very tokens); `topk`: the same distribution among the top k
-_SPARE = 16  # candidates past the k-th: a tie at the k-th value that reaches beyond them sends the step to the exact draw
-
-def topk_probs(logits: torch.Tensor, top_k: int, temperature: float = 1.0, top_p: float = 1.0, spare: int = _SPARE):
-    "transformers' temperature, top-k and top-p warpers and softmax on the `top_k` (+ `spare`) largest logits of each row: (probabilities [B, K], their token ids [B, K]); None where a tie at the k-th value may reach past the candidates."
-    V = logits.shape[-1]
-    k = min(top_k, V)  # TopKLogitsWarper's own safety check
-    K = min(k + spare, V)
-    vals, ids = logits.topk(K, -1)  # sorted, largest first
-    if temperature != 1.0: vals = vals / temperature  # after the top-k: the same floats as the warper's, fewer of them
-    kth = vals[:, k - 1:k]
-    if K < V and bool((vals[:, -1:] >= kth).any()): return None  # compared after the temperature: it can round two logits together
-    vals = vals.masked_fill(vals < kth, float("-inf"))  # every logit >= the k-th stays, ties included
-    if top_p < 1.0:
-        tail = vals.softmax(-1).flip(-1).cumsum(-1).flip(-1)  # TopPLogitsWarper's ascending cumulative sum, in its order
-        cut = tail <= 1 - top_p
-        cut[:, 0] = False  # min_tokens_to_keep=1: the largest stays
-        vals = vals.masked_fill(cut, float("-inf"))
-    return vals.softmax(-1), ids
-
-def draw_topk(logits: torch.Tensor, top_k: int, temperature: float = 1.0, top_p: float = 1.0) -> torch.Tensor | None:
-    "One token id per row drawn from `topk_probs`'s distribution (`torch.multinomial` over its K candidates); None where it gives none."
-    got = topk_probs(logits, top_k, temperature, top_p)
-    if got is None: return None
-    probs, ids = got
-    return ids.gather(1, torch.multinomial(probs, 1)).squeeze(1)
-
-# %% ../nbs/04_models.ipynb #c4sh0002
-def _generate_part(spec: dict) -> None:
-    "One process's share of `launch_generate`: every world-th batch, written as JSON lines `{start, answers}`."
-    from accelerate import PartialState
-    state = PartialState()
-    opts = dict(spec["options"])
-    size = opts["batch_size"]
-    model, processor = load_vlm(spec["model"], device=state.device, dtype=spec["dtype"])
-    images, questions = spec["images"], spec["questions"]
-    rows = [dict(start=s, answers=generate(model, processor, images[s:s + size], questions[s:s + size], offset=s, **opts))
-            for s in range(state.process_index * size, len(images), state.num_processes * size)]
-    part = Path(spec["out"]) / f"part-{state.process_index}.jsonl"
-    part.with_suffix(".tmp").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    part.with_suffix(".tmp").replace(part)
-
-# %% ../nbs/04_models.ipynb #9a4abeba
-def launch_generate(model, images, questions, launch: list[str], *, dtype="auto", batch_size=16, work_dir=None,
-                    **opts) -> list[list[str]]:
-    "`generate(...)` for image paths, split across the processes that the command prefix `launch` starts; the answers in item order."
-    import subprocess, sys, tempfile
-    images, questions = [str(p) for p in images], list(questions)
-    if len(images) != len(questions): raise ValueError(f"launch_generate: {len(images)} images but {len(questions)} questions")
-    with tempfile.TemporaryDirectory(dir=work_dir) as d:
-        spec = Path(d) / "spec.json"
-        spec.write_text(json.dumps(dict(model=str(model), images=images, questions=questions, dtype=dtype, out=d,
-                                        options=dict(opts, batch_size=batch_size))))
-        proc = subprocess.run([*launch, "-m", "selfsynth.models", str(spec)], capture_output=True, text=True)
-        if proc.returncode != 0: raise RuntimeError(f"{' '.join(launch)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        answers = [None] * len(images)
-        for part in sorted(Path(d).glob("part-*.jsonl")):
-            for line in part.read_text().splitlines():
-                row = json.loads(line)
-                answers[row["start"]:row["start"] + len(row["answers"])] = row["answers"]
-    if missing := [i for i, a in enumerate(answers) if a is None]:
-        raise RuntimeError(f"launch_generate: no answers for items {missing[:10]} (did every process finish?)")
-    return answers
-
 # %% ../nbs/04_models.ipynb #3b44a296
 def sample(cfg, model_path, cache: dict, images, questions, **opts) -> list[list[str]]:
     "A stage's `generate`: in this process with the model loaded once into `cache`, or across the processes `cfg.gen_launch` starts (images as paths)."
     opts = dict(opts, batch_size=cfg.gen_batch_size, backend=cfg.gen_backend, draw=cfg.gen_draw)
     if cfg.gen_launch:
         import shlex
+        from selfsynth.fastgen import launch_generate  # here: selfsynth.fastgen imports this module
         opts.pop("desc", None)
         return launch_generate(model_path, images, questions, shlex.split(cfg.gen_launch), dtype=cfg.dtype, **opts)
     if "vlm" not in cache: cache["vlm"] = load_vlm(model_path, device=cfg.device, dtype=cfg.dtype)
     return generate(*cache["vlm"], images, questions, **opts)
-
-# %% ../nbs/04_models.ipynb #f1e7bc49
-def main(argv=None) -> None:
-    "Entry point for `accelerate launch -m selfsynth.models spec.json` (see `launch_generate`)."
-    import sys
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1: raise SystemExit("usage: python -m selfsynth.models spec.json")
-    _generate_part(json.loads(Path(args[0]).read_text()))
 
 # %% ../nbs/04_models.ipynb #2d427727
 _PACKAGED = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -525,6 +265,3 @@ def embed(encoder, texts, batch_size: int = 256) -> torch.Tensor:
         return torch.zeros(0, dim())
     e = encoder.encode(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
     return e.float().cpu()
-
-# %% ../nbs/04_models.ipynb #c4sh0003
-if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m selfsynth.models`, not the notebook

@@ -155,7 +155,8 @@ def retriever_problems(name) -> list[str]:
 # %% ../nbs/38_preflight.ipynb #1c08b17d
 def data_problems(cfg: RunConfig, max_lines: int = 10, workers: int = 8) -> list[str]:
     "The quick `data check` of `cfg`'s dataset, its concept file and `general_data`."
-    from selfsynth.data import check_dataset, cub_concepts, LAYOUTS
+    from selfsynth.data import cub_concepts, LAYOUTS
+    from selfsynth.datacheck import check_dataset
     out = []
     if cfg.general_data:
         try: json.loads(Path(cfg.general_data).read_text())
@@ -180,7 +181,7 @@ def judge_problems(cfg: RunConfig, timeout: float = 10.0) -> list[str]:
     if cfg.judge != "llm":
         from selfsynth.evaluate import judge_is_retriever
         return [f"judge: {why}"] if (why := judge_is_retriever(cfg)) else []
-    from selfsynth.data import LLMEndpoint, LLMError, chat
+    from selfsynth.llm import LLMEndpoint, LLMError, chat
     try:
         ep = LLMEndpoint.from_env(timeout=timeout, retries=0, max_time=timeout)
         chat(ep, [{"role": "user", "content": "Reply with the word OK."}], max_tokens=5, item="the preflight check")

@@ -439,7 +439,7 @@ def selector_choice_stage(store: RunStore) -> dict:
         c["method"] = None if c["chosen"] == "infonce" else f"ours_{c['chosen']}"  # InfoNCE chosen: ours is that method
         write_json(ctx.path(CHOICE), c)
         return dict(chosen=c["chosen"], method=c["method"], choice_half=c["choice_half"][c["chosen"]], report_half=c["report_half"][c["chosen"]])
-    return store.stage("select/choice", run, fields=["tau", "seed"], inputs=[STUDY, dataset_files(cfg)[0]], outputs=[CHOICE])
+    return store.stage("select/choice", run, fields=["dataset", "tau", "seed"], inputs=[STUDY, dataset_files(cfg)[0]], outputs=[CHOICE])
 
 def choice_note(c: dict) -> str:
     "The report's sentence on the selector the study chose for `ours_<selector>` (from `selector_choice.json`)."
@@ -618,7 +618,7 @@ def encoder_precision_stage(store: RunStore, name: str, tau: float | None = None
         res = dict(encoder=name, tau=cfg.tau if tau is None else tau, precision=m, low=lo, high=hi, images=len(p))
         write_json(ctx.path(out), res)
         return res
-    return store.stage(stage_name("report", f"encoder/{safe}{suffix}"), run, fields=(["tau"] if tau is None else []) + ["select_std", "select_min", "seed"],
+    return store.stage(stage_name("report", f"encoder/{safe}{suffix}"), run, fields=(["tau"] if tau is None else []) + ["dataset", "retriever", "select_std", "select_min", "seed"],
                        inputs=[DESCRIPTIONS, manifest_rel, concepts_rel, embedding_files(store.cfg, name)[1]], outputs=[out])["counts"]
 
 # %% ../nbs/21_report.ipynb #bb019b15

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from .store import RunStore, atomic_path, read_jsonl, write_jsonl, read_json, write_json, file_digest
-from .data import read_concepts, check_labels, Record, LLMEndpoint, LLMError, chat, fan_out
+from .data import read_concepts, check_labels, Record
+from .llm import LLMEndpoint, LLMError, chat, fan_out
 from .layout import DIRECT_CACHE, PERFECT, SELECTED, STUDY, embedding_files, selection_path, stage_name
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
@@ -395,7 +396,7 @@ def selection_vs_n(inp: SelectionInputs, ns=(1, 2, 5, 10, 20, 30), method: str =
     return {n: select(name, inp, first_n=n, **kw) for n in ns if n <= m}
 
 # %% ../nbs/11_select.ipynb #ffb4a167
-SELECT_FIELDS = ["tau", "select_std", "select_min", "retriever"]
+SELECT_FIELDS = ["dataset", "tau", "select_std", "select_min", "retriever"]
 
 def _device(cfg) -> str:
     from selfsynth.models import resolve_device
@@ -425,7 +426,7 @@ def embedding_stage(store: RunStore, encoder: str | None = None) -> dict:
             save_file({"descriptions": inp.desc_emb.float().cpu().contiguous(),
                        "concepts": inp.concept_emb.float().cpu().contiguous()}, str(tmp))
         return dict(encoder=encoder, descriptions=len(inp.desc_emb), concepts=len(inp.concepts), dim=inp.desc_emb.shape[1])
-    return store.stage(name, run, fields=["retriever"] if name == "embed" else [],
+    return store.stage(name, run, fields=["dataset"] + (["retriever"] if name == "embed" else []),
                        inputs=[DESCRIPTIONS, dataset_files(cfg)[1]], outputs=[out])
 
 # %% ../nbs/11_select.ipynb #e393b311
@@ -570,7 +571,7 @@ def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, tau
         write_jsonl(ctx.path(STUDY), study)
         counts["rows"] = len(study)
         return counts
-    fields = SELECT_FIELDS + ["seed"] + (["model", "dataset", "gen_batch_size"] if direct else [])
+    fields = SELECT_FIELDS + ["seed", "max_train_images"] + (["model", "gen_batch_size", "dtype"] if direct else [])
     inputs = [DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1], manifest] + (model_inputs(cfg) if direct else [])
     name = ("select/study" if direct else "select/study-nodirect") + ("" if perfect else "-noperfect")
     return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY, PERFECT],

@@ -18,7 +18,7 @@ log = logging.getLogger("selfsynth")
 # %% auto #0
 __all__ = ['log', 'PACKAGE_DIR', 'IDENTITY_FIELDS', 'atomic_path', 'write_text', 'write_json', 'read_json', 'write_jsonl',
            'read_jsonl', 'file_digest', 'path_digest', 'package_digest', 'code_digest', 'ChunkedJsonl', 'RunStore',
-           'StageContext']
+           'StageContext', 'keyed_config']
 
 # %% ../nbs/01_store.ipynb #549e2a19
 @contextmanager
@@ -202,11 +202,21 @@ class StageContext:
     def path(self, rel) -> Path: return self.store.path(rel)
     def chunked(self, rel) -> ChunkedJsonl: return ChunkedJsonl(self.path(rel), self.key)
 
+# %% ../nbs/01_store.ipynb #kc0e0001
+def keyed_config(cfg: RunConfig, fields) -> dict:
+    """`fields` of `cfg` as a stage's key records them, with `dtype` resolved on this machine (`auto` is bf16 on a GPU
+    and fp32 on a CPU): a run moved to another device does not reuse the results of the other precision."""
+    values = {f: getattr(cfg, f) for f in fields}
+    if values.get("dtype") == "auto":
+        from selfsynth.models import resolve_device, resolve_dtype  # here: models loads torch
+        values["dtype"] = str(resolve_dtype("auto", resolve_device(cfg.device))).removeprefix("torch.")
+    return values
+
 # %% ../nbs/01_store.ipynb #2643797a
 @patch
 def stage_key(self: RunStore, name: str, fn, fields=(), inputs=(), params: dict | None = None) -> str:
     "The key a run of stage `name` would have now. `params`: the stage's own arguments that change its outputs (not config fields)."
-    spec = dict(name=name, config={f: getattr(self.cfg, f) for f in fields},
+    spec = dict(name=name, config=keyed_config(self.cfg, fields),
                 inputs={str(i): self.digest(i) for i in inputs}, code=code_digest(fn))
     if params: spec["params"] = params  # absent when empty: the keys of stages without arguments do not change
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
@@ -228,7 +238,7 @@ def stage(self: RunStore, name: str, fn, fields=(), inputs=(), outputs=(), param
     if not isinstance(counts, dict): raise TypeError(f"stage {name} returned {type(counts).__name__}, not a dict of counts")
     if missing := [o for o in outputs if not self.path(o).exists()]:
         raise RuntimeError(f"stage {name} finished without writing {missing}")
-    m = dict(name=name, key=key, config={f: getattr(self.cfg, f) for f in fields},
+    m = dict(name=name, key=key, config=keyed_config(self.cfg, fields),
              inputs={str(i): self.digest(i) for i in inputs}, outputs=[str(o) for o in outputs],
              files=record_outputs(self.root, outputs), code_version=f"selfsynth {selfsynth.__version__} / {code_digest(fn)}", counts=counts,
              wall_s=round(time.perf_counter() - t0, 3), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -240,7 +240,7 @@ def finish_image(sel: dict, image: str, plans: list, answers: list, method: str,
     return rows
 
 # %% ../nbs/12_synthesize.ipynb #199e7c03
-SYNTH_FIELDS = ["dataset", "model", "seed", "synth_answers", "synth_temperature", "synth_max_new_tokens",
+SYNTH_FIELDS = ["dataset", "model", "seed", "max_train_images", "synth_answers", "synth_temperature", "synth_max_new_tokens",
                 "query_p_simple", "fuzzy_ratio", "gen_batch_size", "dtype", "gen_backend", "gen_draw"]
 
 def _synth_chunk(ctx, sels, method, images, concepts, model_cache) -> list[dict]:

@@ -338,7 +338,7 @@ def launch_train(base, samples: list[dict], out_dir, cfg: RunConfig, launch: lis
 if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m selfsynth.tune`, not the notebook
 
 # %% ../nbs/13_tune.ipynb #8fd5a53e
-TUNE_FIELDS = ["lora_r", "lora_alpha", "lora_dropout", "lr", "epochs", "batch_size", "warmup_ratio", "augment",
+TUNE_FIELDS = ["dataset", "lora_r", "lora_alpha", "lora_dropout", "lr", "epochs", "batch_size", "warmup_ratio", "augment",
                "general_data", "seed", "dtype"]  # micro_batch_size / grad_checkpointing / compile_blocks / device change speed, not the result
 
 def start_model(store: RunStore, method: str, k: int) -> str:

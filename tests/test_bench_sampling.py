@@ -3,7 +3,8 @@ import pytest, torch
 from PIL import Image
 from selfsynth.bench import (bench_sampling, random_llava, prompt_batch, kv_bytes_per_token, decode_floor_s,
                              prompts_for_memory)
-from selfsynth.models import make_random_llava, load_vlm, chat_prompt, generate, generate_shared, generate_cascade
+from selfsynth.fastgen import generate_cascade, generate_shared
+from selfsynth.models import make_random_llava, load_vlm, chat_prompt, generate
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def test_random_llava_shapes_and_decode_floor():
 
 def test_two_processes_sample_what_one_does(tiny, tmp_path, cpu2_launch):
     "accelerate launch, 2 gloo processes: every other batch each, merged in order; the same answers as one process."
-    from selfsynth.models import launch_generate
+    from selfsynth.fastgen import launch_generate
     model, processor = tiny
     model.save_pretrained(tmp_path / "m"); processor.save_pretrained(tmp_path / "m")
     paths = []

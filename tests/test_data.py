@@ -1,4 +1,5 @@
-"Tests of selfsynth.data: manifest, concept files, the six loaders on fixture trees, CUB attributes, LLM concepts, the check."
+"""Tests of selfsynth.data (manifest, concept files, the six loaders on fixture trees, CUB attributes), selfsynth.llm
+(the client, LLM concepts) and selfsynth.datacheck (the check, the concept file command)."""
 import http.server, json, socket, threading
 from collections import Counter
 from pathlib import Path
@@ -11,9 +12,10 @@ from selfsynth.store import RunStore, write_json
 from selfsynth.data import (
     Record, write_manifest, read_manifest, read_concepts, write_concepts, check_labels, LOADERS, LayoutError, find_root,
     write_fixture, load_cub, load_dogs, load_aircraft, load_ham10000, load_chest_xray, load_pld, cub_attribute_phrase,
-    cub_concepts, cub_image_attributes, load_dataset, data_stage, ham_split, stratified_subsample, parse_bullets,
-    LLMEndpoint, LLMError, chat, generate_concepts, concept_messages, check_dataset, data_check_main, data_concepts_main,
-    verify_image, read_pairs, dogs_label, pld_label, cub_label)
+    cub_concepts, cub_image_attributes, load_dataset, data_stage, ham_split, stratified_subsample, read_pairs, dogs_label,
+    pld_label, cub_label)
+from selfsynth.llm import LLMEndpoint, LLMError, chat, generate_concepts, concept_messages, parse_bullets
+from selfsynth.datacheck import check_dataset, data_check_main, data_concepts_main, verify_image
 
 # ---------------------------------------------------------------- manifest and concept files
 
@@ -450,3 +452,13 @@ def test_data_concepts_main(tmp_path, monkeypatch, capsys):
     assert read_concepts(tmp_path / "cub.json") == cub_concepts(cub)
     assert data_concepts_main("pld", tmp_path, tmp_path / "p.json", source="attributes") == 1
     assert "cub-200 only" in capsys.readouterr().err
+
+def test_the_command_line_writes_a_concept_file(tmp_path, capsys):
+    "`selfsynth data concepts`, which the docs and the loader's error message point users to, exists and writes the file."
+    from selfsynth.cli import main
+    cub = write_fixture("cub-200", tmp_path / "cub")
+    assert main(["data", "concepts", "--dataset", "cub-200", "--data-root", str(cub), "--source", "attributes",
+                 "--out", str(tmp_path / "cub.json")]) == 0
+    assert read_concepts(tmp_path / "cub.json") == cub_concepts(cub)
+    assert main(["data", "concepts", "--dataset", "cub-200", "--data-root", str(cub)]) == 2  # no --out: a one-line error
+    assert "--out" in capsys.readouterr().err

@@ -5,7 +5,8 @@ from scipy.stats import chisquare
 from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
                           TopPLogitsWarper)
 from selfsynth.config import RunConfig
-from selfsynth.models import draw_topk, generate, generate_cascade, sample, topk_probs
+from selfsynth.fastgen import draw_topk, generate_cascade, topk_probs
+from selfsynth.models import generate, sample
 from tests.test_bench_sampling import QUESTIONS, encode, tiny  # noqa: F401  (the tiny model fixture)
 
 
@@ -175,7 +176,7 @@ def test_generate_and_sample_pass_the_draw(tiny):
 def test_one_launched_process_draws_as_this_one(tiny, tmp_path):
     "`launch_generate` carries `draw` through its spec file to `_generate_part` (one plain process: no launcher needed)."
     import sys
-    from selfsynth.models import launch_generate
+    from selfsynth.fastgen import launch_generate
     model, processor = tiny
     model.save_pretrained(tmp_path / "m"); processor.save_pretrained(tmp_path / "m")
     paths = []

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from selfsynth.config import preset
 from selfsynth.store import RunStore, atomic_path, write_json, write_jsonl, read_jsonl
-from selfsynth.data import LLMEndpoint, LLMError, chat, generate_concepts
+from selfsynth.llm import LLMEndpoint, LLMError, chat, generate_concepts
 from selfsynth.select import endpoint_asker
 import selfsynth.models  # noqa: F401  (the asker's image reader; imported once here rather than by the first request)
 from selfsynth.integrity import record_outputs, seal, damaged_outputs

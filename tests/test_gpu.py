@@ -3,7 +3,8 @@ import pytest, torch
 from PIL import Image
 from selfsynth.bench import random_llava, sft_batch
 from selfsynth.config import RunConfig
-from selfsynth.models import chat_prompt, generate_cascade, load_vlm, make_random_llava
+from selfsynth.fastgen import generate_cascade
+from selfsynth.models import chat_prompt, load_vlm, make_random_llava
 from selfsynth.tune import add_lora, answer_cross_entropy, compile_blocks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -46,3 +46,27 @@ def test_demo_cells_keep_imports_in_cells_of_their_own():
             imports = [l for l in lines if re.match(r"\s*(import|from)\s+\S+", l)]
             if imports and len(imports) != len(lines): bad.append(f"{nb.name} cell {i}: {imports[0].strip()}")
     assert not bad, "move these imports into an import-only cell: " + "; ".join(bad)
+
+
+def unintroduced(cells: list) -> list:
+    """Public names that a notebook's exported cells define (functions, classes, constants) and that neither its prose
+    (markdown cells) nor its demo and test cells (unexported code) mention."""
+    import ast, re
+    names, said = [], []
+    for cell in cells:
+        src = "".join(cell["source"])
+        if cell["cell_type"] == "code" and re.match(r"#\|\s*export", src):
+            tree = ast.parse(re.sub(r"^\s*#\|.*$", "", src, flags=re.M))
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): names.append(node.name)
+                elif isinstance(node, ast.Assign): names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+        elif cell["cell_type"] in ("markdown", "code"): said.append(src)
+    text = "\n".join(said)
+    return [n for n in names if not n.startswith("_") and n != "log" and not re.search(rf"\b{re.escape(n)}\b", text)]
+
+
+def test_the_check_finds_a_name_nobody_introduces():
+    cells = [dict(cell_type="code", source=["#| export\n", "def shown(): pass\n", "def hidden(): pass\n", "LIMIT = 3\n"]),
+             dict(cell_type="markdown", source=["`shown` does a thing."]), dict(cell_type="code", source=["assert LIMIT == 3"])]
+    assert unintroduced(cells) == ["hidden"]
+
