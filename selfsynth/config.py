@@ -112,6 +112,8 @@ UNKEYED_FIELDS = {  # field: why no stage's key names it
                         "tokens either way (the same up to summation order)",
     "grad_checkpointing": "activations recomputed in the backward pass instead of kept: the same gradients, less memory",
     "compile_blocks": "`torch.compile` of the decoder blocks: the same computation, faster on a GPU",
+    "tune_launch": "the command that runs tuning in other processes (e.g. `accelerate launch`); each step's loss is the mean "
+                   "over all its answer tokens, however the batch is split across processes",
     "select_chunk": "how many (image, concept) pairs the selection scores at once: memory, not the scores",
 }
 
@@ -233,10 +235,10 @@ def load_config(path) -> RunConfig:
 
 # %% ../nbs/00_config.ipynb #74e9b47b
 def apply_overrides(cfg: RunConfig, sets=(), **typed) -> RunConfig:
-    "Apply `--set key=value` strings and typed keyword overrides to `cfg`."
+    "Apply typed keyword overrides, then `--set key=value` strings (which win where both name a field), to `cfg`."
     kw = {}
     for s in sets:
         if "=" not in s: raise ConfigError(f"--set expects key=value, got {s!r}")
         k, v = s.split("=", 1)
         kw[k.strip()] = parse_value(k.strip(), v.strip())
-    return cfg.replace(**kw, **typed)
+    return cfg.replace(**{**typed, **kw})

@@ -903,7 +903,7 @@ def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_en
 # %% ../nbs/21_report.ipynb #c2db4c8d
 RESULTS_KEYS = ("schema_version", "preset", "git_commit", "seed", "seeds", "world_seed", "accuracy_rule", "fs_model", "dtype",
                 "threads", "versions", "created", "device", "dataset", "base_model", "methods", "concept_selection",
-                "comparisons", "claims", "theorems", "timing_s")
+                "comparisons", "claims", "theorems", "timing_s", "judge", "missing_methods", "missing_rounds")
 
 def claims_table(claims: list) -> pd.DataFrame:
     "The claims and their computed verdicts."

@@ -70,3 +70,9 @@ def test_the_check_finds_a_name_nobody_introduces():
              dict(cell_type="markdown", source=["`shown` does a thing."]), dict(cell_type="code", source=["assert LIMIT == 3"])]
     assert unintroduced(cells) == ["hidden"]
 
+
+def test_every_public_name_is_introduced_in_prose_or_a_demo():
+    "Notebooks are literate units: each name a notebook exports is named in its prose or used in one of its demos or tests."
+    import json
+    missing = {nb.name: got for nb in sorted(Path("nbs").glob("*.ipynb")) if (got := unintroduced(json.loads(nb.read_text())["cells"]))}
+    assert not missing, f"introduce these names in prose or a demo beside their code: {missing}"
