@@ -15,7 +15,7 @@ from .config import RunConfig, ConfigError
 from .layout import DESCRIPTION_PRECISION, JUDGE_CACHE, eval_path, qa_path, stage_name
 from .store import RunStore, read_json, write_json, read_jsonl
 from .data import read_manifest, read_concepts, check_labels
-from .llm import LLMEndpoint, LLMError, chat
+from .llm import LLMEndpoint, LLMError, chat, llm_env
 
 log = logging.getLogger("selfsynth")
 
@@ -352,9 +352,8 @@ class LLMJudge:
 
 def llm_judge_from_env(cache_dir=None, **kw) -> LLMJudge:
     "An `LLMJudge` configured by SELFSYNTH_LLM_BASE_URL, SELFSYNTH_LLM_MODEL and SELFSYNTH_LLM_API_KEY."
-    env = os.environ
-    return LLMJudge(env.get("SELFSYNTH_LLM_BASE_URL", ""), env.get("SELFSYNTH_LLM_MODEL", ""),
-                    env.get("SELFSYNTH_LLM_API_KEY") or None, cache_dir=cache_dir, **kw)
+    env = llm_env()
+    return LLMJudge(env["base_url"] or "", env["model"] or "", env["api_key"], cache_dir=cache_dir, **kw)
 
 # %% ../nbs/20_evaluate.ipynb #688ad390
 def fs_model_name(cfg: RunConfig) -> str:

@@ -18,11 +18,15 @@ from .data import _concept_list
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'LLM_ENV', 'DOMAINS', 'LLMError', 'LLMEndpoint', 'chat', 'fan_out', 'concept_messages', 'parse_bullets',
-           'generate_concepts']
+__all__ = ['log', 'LLM_ENV', 'DOMAINS', 'llm_env', 'LLMError', 'LLMEndpoint', 'chat', 'fan_out', 'concept_messages',
+           'parse_bullets', 'generate_concepts']
 
 # %% ../nbs/02b_llm.ipynb #8fbf95f0
 LLM_ENV = {"base_url": "SELFSYNTH_LLM_BASE_URL", "model": "SELFSYNTH_LLM_MODEL", "api_key": "SELFSYNTH_LLM_API_KEY"}
+
+def llm_env() -> dict:
+    "`{base_url, model, api_key}` as the `LLM_ENV` variables set them; None where one is unset or empty."
+    return {k: os.environ.get(v) or None for k, v in LLM_ENV.items()}
 
 class LLMError(RuntimeError):
     "An LLM endpoint that is not configured, down, refusing, or answering something unreadable; the message names it."
@@ -46,7 +50,7 @@ class LLMEndpoint:
     @classmethod
     def from_env(cls, **kw) -> "LLMEndpoint":
         "The endpoint the `SELFSYNTH_LLM_*` environment variables describe."
-        env = {k: os.environ.get(v) for k, v in LLM_ENV.items()}
+        env = llm_env()
         if missing := [LLM_ENV[k] for k in ("base_url", "model") if not env[k]]:
             raise LLMError(f"no LLM endpoint configured: set {' and '.join(missing)} (and {LLM_ENV['api_key']} if it needs a key)")
         return cls(**{k: v for k, v in env.items() if v}, **kw)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from .store import RunStore, atomic_path, read_jsonl, write_jsonl, read_json, write_json, file_digest
 from .data import read_concepts, check_labels, Record
-from .llm import LLMEndpoint, LLMError, chat, fan_out
+from .llm import LLMEndpoint, LLMError, chat, fan_out, llm_env
 from .layout import DIRECT_CACHE, PERFECT, SELECTED, STUDY, embedding_files, selection_path, stage_name
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
@@ -319,8 +319,8 @@ def endpoint_asker(base_url: str, model: str, api_key: str | None = None, timeou
 # %% ../nbs/11_select.ipynb #ffd08b7c
 def asker_from_env(cache_dir=None, **kw):
     "The endpoint asker configured by `SELFSYNTH_LLM_*` environment variables, or None."
-    url, model = os.environ.get("SELFSYNTH_LLM_BASE_URL"), os.environ.get("SELFSYNTH_LLM_MODEL")
-    return endpoint_asker(url, model, os.environ.get("SELFSYNTH_LLM_API_KEY"), cache_dir=cache_dir, **kw) if url and model else None
+    env = llm_env()
+    return endpoint_asker(env["base_url"], env["model"], env["api_key"], cache_dir=cache_dir, **kw) if env["base_url"] and env["model"] else None
 
 # %% ../nbs/11_select.ipynb #e676ea4a
 def select_direct(rows, images: dict, concepts: dict, ask, dataset: str) -> tuple[list[dict], dict]:
@@ -560,7 +560,7 @@ def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, tau
             t1 = time.perf_counter()
             recs, root = train_records(store)
             images = {r.id: str(r.image_path(root)) for r in recs}
-            ask, counts["direct_selector"] = asker_from_env(ctx.path(DIRECT_CACHE)), os.environ.get("SELFSYNTH_LLM_MODEL")
+            ask, counts["direct_selector"] = asker_from_env(ctx.path(DIRECT_CACHE)), llm_env()["model"]
             if ask is None:
                 from selfsynth.models import load_vlm
                 ask, counts["direct_selector"] = vlm_asker(*load_vlm(cfg.model, cfg.device, cfg.dtype), cfg.gen_batch_size), cfg.model
