@@ -66,7 +66,7 @@ def method_title(name: str) -> str:
 def seed_stores(store: RunStore) -> list[RunStore]:
     "The run's own store, then those of its extra training seeds (`seeds/<seed>/`), in seed order."
     from selfsynth.config import load_config
-    extra = sorted((p.parent for p in store.path("seeds").glob("*/config.json")), key=lambda p: int(p.name))
+    extra = sorted((p.parent for p in store.path("seeds").glob("*/config.json") if p.parent.name.isdigit()), key=lambda p: int(p.name))
     return [store] + [RunStore(p, load_config(p / "config.json")) for p in extra]
 
 EVAL_ROW_FIELDS = ("id", "label", "correct", "correct_substring", "ee", "cs", "grounded_precision", "repeated", "fs_nll", "fs_tokens")
@@ -408,7 +408,10 @@ def choose_selector(table: dict, tau: float, metric: str = "precision", describe
     """The non-reference selector with the best mean `metric` at InfoNCE's set size (all m descriptions, τ = `tau`) on a
     seeded half of the images, and every candidate's mean on the other half, where the choice is reported (issue 18's
     `ours_<selector>`)."""
-    m = max(k[3] for k in table if k[0] == "infonce" and k[1] == describer and k[2] == tau)
+    if not (ns := [k[3] for k in table if k[0] == "infonce" and k[1] == describer and k[2] == tau]):
+        raise ValueError(f"choose_selector: the study has no InfoNCE rows for describer {describer!r} at τ = {tau} "
+                         "(config key 'tau' must be one of the study's τ values)")
+    m = max(ns)
     ids = sorted(table[("infonce", describer, tau, m, "rule")])
     half = set(np.random.default_rng(seed).permutation(ids)[: len(ids) // 2].tolist())
     cands = {a: per for a in ("infonce", "infonce_image", "infonce_other_class", "cosine") if (per := _matched(table, a, describer, tau, m))}

@@ -221,3 +221,16 @@ def test_seeds_are_pooled_paired_and_given_a_t_interval(run, tmp_path):
     assert ours["n_test"] == 2 * len(test)  # pooled over images x seeds
     c = next(c for c in comparisons(evals, 2) if (c["a"], c["b"], c["round"], c["metric"]) == ("ours", "nl", 2, "accuracy"))
     assert c["n"] == 2 * len(test)  # the discordant pairs of both seeds, pooled
+
+
+def test_seed_stores_are_the_numbered_seed_folders_in_order(tmp_path):
+    "Extra seeds live in `seeds/<seed>/`; another folder there (notes, a copy) is not a seed and is not read."
+    import shutil
+    from selfsynth.config import preset
+    from selfsynth.store import RunStore
+    from selfsynth.cli import seed_store
+    from selfsynth.report import seed_stores
+    store = RunStore(tmp_path / "run", preset("quick", run_dir=str(tmp_path / "run")))
+    for s in (10, 2): seed_store(store, s)
+    shutil.copytree(store.path("seeds/2"), store.path("seeds/backup"))
+    assert [s.cfg.seed for s in seed_stores(store)] == [0, 2, 10]
