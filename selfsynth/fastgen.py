@@ -190,6 +190,9 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
             step = _decode_step(model, lm, cache, kw)
             if cuda_graph is None: cuda_graph = ids.device.type == "cuda"
             if cuda_graph: step = GraphedStep(step, torch.zeros(B, 1, dtype=ids.dtype, device=ids.device), positions)
+            # a graph per span length: spans rounded up to _SPAN; elsewhere the exact span, and a finished batch noticed at once
+            span = (lambda t: min(-(-(t + 1) // _SPAN) * _SPAN, max_new_tokens)) if cuda_graph else (lambda t: t + 1)
+            every = 16 if ids.device.type == "cuda" else 1  # asking whether all have finished syncs a GPU with the host
             for t in range(max_new_tokens):
                 # the minimum length first, as its processor comes first: the end token can't be among the k drawn from
                 nxt = draw_topk(logits.index_fill(1, ban, float("-inf")) if t < min_new else logits, **warp) if fast else None
@@ -201,8 +204,8 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
                     nxt = torch.where(unfinished, nxt, pad)
                     unfinished &= nxt != eos
                 out[:, t] = nxt
-                if t + 1 == max_new_tokens or (t % 16 == 15 and not unfinished.any()): break  # a sync every 16 steps, not every step
-                logits = step(nxt[:, None], positions + t, min(-(-(t + 1) // _SPAN) * _SPAN, max_new_tokens))
+                if t + 1 == max_new_tokens or (t % every == every - 1 and not unfinished.any()): break
+                logits = step(nxt[:, None], positions + t, span(t))
                 cache.step.add_(1)
         finally: model.set_attn_implementation({"text_config": original})
     return torch.cat([seqs, out[:, :int(live.sum())]], 1)

@@ -21,10 +21,10 @@ from .models import chat_prompt, load_image, load_vlm, resolve_device, resolve_d
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'encode_batch', 'lora_targets', 'projector_name', 'add_lora',
-           'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples', 'enable_checkpointing',
-           'use_compiled_blocks', 'compile_blocks', 'answer_cross_entropy', 'train', 'answer_loss', 'save_tuned',
-           'main', 'launch_train', 'start_model', 'tune_stage']
+__all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'training_texts', 'text_lengths', 'encode_batch', 'lora_targets',
+           'projector_name', 'add_lora', 'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples',
+           'enable_checkpointing', 'use_compiled_blocks', 'compile_blocks', 'answer_cross_entropy', 'train',
+           'answer_loss', 'save_tuned', 'main', 'launch_train', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -85,11 +85,20 @@ def augment(im: Image.Image, rng: random.Random) -> tuple[Image.Image, list]:
     return im, names
 
 # %% ../nbs/13_tune.ipynb #32544bc4
+def training_texts(processor, questions, answers) -> tuple[list[str], list[str]]:
+    "The chat prompts of `questions`, and the training sequences: each prompt, its answer and the end token."
+    prompts = [chat_prompt(processor, q) for q in questions]
+    return prompts, [p + " " + a.strip() + processor.tokenizer.eos_token for p, a in zip(prompts, answers)]
+
+def text_lengths(processor, samples) -> list[int]:
+    "Text tokens of each sample's training sequence (the image's tokens, the same number for every sample, left out)."
+    _, fulls = training_texts(processor, [s["question"] for s in samples], [s["answer"] for s in samples])
+    return [len(ids) for ids in processor.tokenizer(fulls)["input_ids"]]
+
 def encode_batch(processor, images, questions, answers) -> dict:
     "Tensors for a training batch: input_ids, attention_mask, pixel_values, and labels (-100 except answer tokens)."
     tok = processor.tokenizer
-    prompts = [chat_prompt(processor, q) for q in questions]
-    fulls = [p + " " + a.strip() + tok.eos_token for p, a in zip(prompts, answers)]
+    prompts, fulls = training_texts(processor, questions, answers)
     side, tok.padding_side = tok.padding_side, "right"
     try:
         enc = processor(images=list(images), text=fulls, padding=True, return_tensors="pt")
@@ -151,10 +160,22 @@ def plan_batches(n: int, batch_size: int, epochs: int, seed: int, world: int = 1
         steps += batches
     return steps
 
-def micro_batches(step: list, rank: int, world: int, micro: int) -> list[list[int]]:
-    "This process's share of one optimiser step, cut into micro-batches."
+def micro_batches(step: list, rank: int, world: int, micro: int, lengths=None, call_tokens: int = 32) -> list[list[int]]:
+    """This process's share of one optimiser step, cut into micro-batches of at most `micro` samples. With `lengths`
+    (tokens per sample index), samples of like length go together: the share is sorted by length and cut where the
+    padded tokens plus `call_tokens` per forward call (its fixed cost, in tokens) are fewest. The step's gradient is
+    the same either way (right padding never reaches an answer token); only the padding computed differs."""
     mine = step[rank::world]
-    return [mine[i:i + micro] for i in range(0, len(mine), micro)]
+    if lengths is None: return [mine[i:i + micro] for i in range(0, len(mine), micro)]
+    mine = sorted(mine, key=lambda i: lengths[i])
+    cost, cut = [0] + [math.inf] * len(mine), [0] * (len(mine) + 1)  # cost[j]: best split of the j shortest
+    for j in range(1, len(mine) + 1):
+        for i in range(max(0, j - micro), j):  # the last micro-batch holds samples i..j-1, padded to the longest (j-1)
+            c = cost[i] + (j - i) * lengths[mine[j - 1]] + call_tokens
+            if c < cost[j]: cost[j], cut[j] = c, i
+    groups, j = [], len(mine)
+    while j: groups.append(mine[cut[j]:j]); j = cut[j]
+    return groups[::-1]
 
 # %% ../nbs/13_tune.ipynb #35e647e0
 def _check_rows(rows, path) -> list:
@@ -242,11 +263,12 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
 
     steps = plan_batches(len(samples), cfg.batch_size, cfg.epochs, cfg.seed, acc.num_processes)
     micro, accum = _split(acc.num_processes, cfg)
+    lengths = text_lengths(processor, samples)  # for grouping samples of like length into micro-batches
     losses, n_tokens = [], 0
     for step, batch in enumerate(steps):
         lr = lr_at(step, len(steps), cfg.lr, cfg.warmup_ratio)
         for g in opt.param_groups: g["lr"] = lr
-        mbs = [encode_batch(processor, *_examples(samples, idx, cfg, step)) for idx in micro_batches(batch, acc.process_index, acc.num_processes, micro)]
+        mbs = [encode_batch(processor, *_examples(samples, idx, cfg, step)) for idx in micro_batches(batch, acc.process_index, acc.num_processes, micro, lengths)]
         # answer tokens of the whole step, all processes: the loss is their mean, however the step is split
         n_step = acc.reduce(torch.tensor(float(sum(int((mb["labels"] != -100).sum()) for mb in mbs)), device=acc.device), reduction="sum")
         loss_sum = torch.zeros((), device=acc.device)
