@@ -60,7 +60,7 @@ CASCADE_ATTENTION = "selfsynth_cascade"
 class CascadeCache:
     "Cache of a cascade decode: each prompt's keys and values once, the n samples' new tokens in preallocated buffers."
     def __init__(self, prefix, prompt_mask, n: int, steps: int):
-        layers = prefix.layers
+        layers, self.n = prefix.layers, n
         self.prefix_keys = [l.keys for l in layers]  # [P, H_kv, L_p, D] per layer, one row per prompt
         self.prefix_values = [l.values for l in layers]
         self.prefix_pad = ~prompt_mask.bool()[:, None, None, :]  # left padding of each prompt, for every head
@@ -76,6 +76,14 @@ class CascadeCache:
         self.keys[layer_idx].index_copy_(2, self.step.view(1), key_states)
         self.values[layer_idx].index_copy_(2, self.step.view(1), value_states)
         return self.keys[layer_idx], self.values[layer_idx]
+
+    def keep(self, prompts: torch.Tensor) -> None:
+        "Keep only the prompts where `prompts` (bool, one per prompt) is true, with their n samples' rows."
+        rows = prompts.repeat_interleave(self.n)
+        self.prefix_keys = [k[prompts] for k in self.prefix_keys]
+        self.prefix_values = [v[prompts] for v in self.prefix_values]
+        self.prefix_pad = self.prefix_pad[prompts]
+        self.keys, self.values = [k[rows] for k in self.keys], [v[rows] for v in self.values]
 
 # %% ../nbs/04a_fastgen.ipynb #ab156960
 def cascade_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
@@ -193,6 +201,9 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
             # a graph per span length: spans rounded up to _SPAN; elsewhere the exact span, and a finished batch noticed at once
             span = (lambda t: min(-(-(t + 1) // _SPAN) * _SPAN, max_new_tokens)) if cuda_graph else (lambda t: t + 1)
             every = 16 if ids.device.type == "cuda" else 1  # asking whether all have finished syncs a GPU with the host
+            # without graphs, a step computes only the prompts with a sample still unfinished (`rows`); the draw still
+            # runs over every row, so each row takes the random numbers it would take in a full batch
+            computed, rows = torch.ones(P, dtype=torch.bool, device=ids.device), torch.arange(B, device=ids.device)
             for t in range(max_new_tokens):
                 # the minimum length first, as its processor comes first: the end token can't be among the k drawn from
                 nxt = draw_topk(logits.index_fill(1, ban, float("-inf")) if t < min_new else logits, **warp) if fast else None
@@ -205,7 +216,12 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
                     unfinished &= nxt != eos
                 out[:, t] = nxt
                 if t + 1 == max_new_tokens or (t % every == every - 1 and not unfinished.any()): break
-                logits = step(nxt[:, None], positions + t, span(t))
+                if not cuda_graph and t % every == every - 1:
+                    still = unfinished.view(P, n).any(1)
+                    if 4 * int((computed & ~still).sum()) >= int(computed.sum()):  # a quarter of the computed prompts are done
+                        cache.keep(still[computed]); computed = still
+                        rows = computed.repeat_interleave(n).nonzero().squeeze(1)
+                logits[rows] = step(nxt[rows, None], positions[rows] + t, span(t))
                 cache.step.add_(1)
         finally: model.set_attn_implementation({"text_config": original})
     return torch.cat([seqs, out[:, :int(live.sum())]], 1)
