@@ -25,7 +25,7 @@ __all__ = ['log', 'COLOUR_WORDS', 'DULL_WORDS', 'PART_NOUNS', 'SHAPE_PHRASES', '
            'describe_text', 'part_qa', 'nonsense_word', 'made_up_name', 'random_fact', 'rewrite_prompt',
            'rewrite_answer', 'rewrite_example', 'conversation', 'encode_conversation', 'collate', 'pretraining_birds',
            'pixel_values', 'pretraining_corpus', 'Checkpoint', 'pretrain_vision', 'VisionGateError', 'vision_gate',
-           'lr_at', 'ConversationBatches', 'pretrain_language', 'rewrite_drill', 'pretrain', 'measure_run', 'measure',
+           'ConversationBatches', 'pretrain_language', 'rewrite_drill', 'pretrain', 'measure_run', 'measure',
            'properties_table']
 
 # %% ../nbs/05_basemodel.ipynb #eb76af00
@@ -521,10 +521,7 @@ def vision_gate(entry: dict, gate: float = VISION_GATE) -> dict:
             for p, a in entry["holdout_accuracy"].items()}
 
 # %% ../nbs/05_basemodel.ipynb #19c62384
-def lr_at(step: int, steps: int, lr: float, warmup: float) -> float:
-    "Learning rate of `step`: linear warm-up over the first `warmup` share, then cosine decay to 0."
-    w = max(1, int(warmup * steps))
-    return lr * (step + 1) / w if step < w else lr * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, steps - w)))
+from .tune import lr_at  # one schedule for every training loop: the pretraining stages' and the method's tuning
 
 # %% ../nbs/05_basemodel.ipynb #61db3964
 class ConversationBatches(torch.utils.data.Dataset):

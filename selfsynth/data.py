@@ -427,7 +427,7 @@ HAM_DX = {"akiec": "actinic keratosis", "bcc": "basal cell carcinoma", "bkl": "b
 HAM_PARTS = ("HAM10000_images_part_1", "HAM10000_images_part_2")
 
 def ham_split(labels: list, seed: int = 0) -> list[str]:
-    "Split of each item: per class a seeded shuffle, then test/train alternating over the classes in turn (≈ 50/50)."
+    "Split of each item: each class's items shuffled (seeded), the classes laid end to end in name order, and the sequence assigned test, train, test, ... in turn (each class within one item of 50/50)."
     rng, order = random.Random(seed), []
     for lab in sorted(set(labels)):
         idx = [i for i, l in enumerate(labels) if l == lab]

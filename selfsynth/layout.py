@@ -10,11 +10,11 @@ import re
 from .methods import method
 
 # %% auto #0
-__all__ = ['WORLD', 'DATA', 'WORLD_SPEC', 'DESCRIPTIONS', 'DROPPED', 'SELECTED', 'STUDY', 'PERFECT', 'CHOICE', 'DIRECT_CACHE',
-           'EVAL', 'JUDGE_CACHE', 'DESCRIPTION_PRECISION', 'REPORT', 'RESULTS', 'THEOREMS', 'NOTEBOOKS', 'LANES',
-           'data_dir', 'dataset_files', 'embedding_files', 'selection_path', 'round_dir', 'qa_path', 'candidates_path',
-           'model_dir', 'adapter_dir', 'train_log', 'eval_path', 'notebook_path', 'report_file', 'stage_name',
-           'round_stage_names']
+__all__ = ['WORLD', 'DATA', 'WORLD_SPEC', 'DESCRIPTIONS', 'DROPPED', 'SELECTED', 'STUDY', 'PERFECT', 'PERFECT_EMBEDDINGS',
+           'CHOICE', 'DIRECT_CACHE', 'EVAL', 'JUDGE_CACHE', 'DESCRIPTION_PRECISION', 'REPORT', 'RESULTS', 'THEOREMS',
+           'NOTEBOOKS', 'LANES', 'data_dir', 'dataset_files', 'embedding_files', 'selection_path', 'round_dir',
+           'qa_path', 'candidates_path', 'model_dir', 'adapter_dir', 'train_log', 'eval_path', 'notebook_path',
+           'report_file', 'stage_name', 'round_stage_names']
 
 # %% ../nbs/00b_layout.ipynb #6a1d1255
 WORLD = "world"  # the mini world's folder (stage `world`)
@@ -36,6 +36,7 @@ DROPPED = "round-1/descriptions_dropped.jsonl"  # ... and those the filter dropp
 SELECTED = "round-1/concepts_selected.jsonl"  # stage `select`: the paper's selection (InfoNCE)
 STUDY = "round-1/selection_study.jsonl"  # stage `select/study`: every selector, describer, tau and n
 PERFECT = "round-1/perfect_descriptions.jsonl"  # the perfect describer's descriptions (same stage)
+PERFECT_EMBEDDINGS = "round-1/embeddings/perfect.safetensors"  # ... embedded by the retriever, for the theory checks (same stage)
 CHOICE = "round-1/selector_choice.json"  # stage `select/choice`: the selector of `ours_<selector>`
 DIRECT_CACHE = "round-1/.direct_cache"  # answers of an endpoint asked by the direct selector
 

@@ -22,7 +22,8 @@ __all__ = ['log', 'NEEDS', 'ALL_NEEDS', 'PreflightError', 'run_dir_problems', 's
 # %% ../nbs/38_preflight.ipynb #4b33de69
 NEEDS = {"reproduce": ("run", "model", "retriever", "data", "judge", "launch"),
          "round": ("run", "model", "retriever", "data", "judge", "launch"),
-         "report": ("run", "model", "retriever")}  # the report may run the selection study (model, encoders)
+         "report": ("run", "model", "retriever"),  # the report may run the selection study (model, encoders)
+         "theory": ("run", "retriever")}  # the checks read the run's artifacts and score with the retriever
 ALL_NEEDS = NEEDS["reproduce"]
 
 class PreflightError(ConfigError):

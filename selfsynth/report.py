@@ -144,10 +144,13 @@ def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
     rows = ["| " + " | ".join(_cell(v, digits) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join([head, sep, *rows]) + "\n"
 
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "—": "---", "−": "-", "✓": "yes", "✗": "no",
+        "τ": r"$\tau$", "α": r"$\alpha$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "±": r"$\pm$", "·": r"$\cdot$"}
+
 def _tex(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$"), ("–", "--"), ("✓", "yes"), ("✗", "no")):
-        s = s.replace(a, b)
-    return s
+    "`s` as LaTeX text: its special characters escaped, the report's symbols in math mode (one pass: no escape escaped again)."
+    return "".join(_TEX.get(ch, ch) for ch in s)
 
 def to_latex(df: pd.DataFrame, caption: str = "", digits: int = 2) -> str:
     "A booktabs `table` environment."
@@ -658,15 +661,16 @@ def table13(by_encoder: dict) -> pd.DataFrame:
 COMPARED = (("ours", "lge"), ("ours", "nl"), ("ours", "ours_nofilter"), ("lge", "nl"))  # (a, b): a - b
 PAIRED_METRICS = ("accuracy", "cs", "grounded_precision")
 
-def paired_test(a: dict, b: dict, metric: str, seed: int = 0) -> dict:
-    "The paired test of `metric` between two `{(seed, id): row}` evaluations on the same keys."
+def paired_test(a: dict, b: dict, metric: str) -> dict:
+    """The paired test of `metric` between two `{(seed, id): row}` evaluations on the same keys. The permutation test's
+    own random numbers are `paired_permutation`'s fixed seed for every comparison and claim, whatever the run's seed."""
     from selfsynth.stats import mcnemar, paired_permutation
     keys = sorted(set(a) & set(b))
     if metric == "accuracy": return mcnemar([a[k]["correct"] for k in keys], [b[k]["correct"] for k in keys])
-    return paired_permutation([a[k][metric] for k in keys], [b[k][metric] for k in keys], seed=seed)
+    return paired_permutation([a[k][metric] for k in keys], [b[k][metric] for k in keys])
 
 # %% ../nbs/21_report.ipynb #da0ce27a
-def comparisons(evals: dict, rounds: int, seed: int = 0) -> list[dict]:
+def comparisons(evals: dict, rounds: int) -> list[dict]:
     "Every paired comparison the report shows: methods at each round (a method beyond the paper against ours), and ours' rounds against round 1."
     out = []
     beyond = tuple((m, "ours") for m in dict.fromkeys(m for m, _ in evals) if m != "base" and not method_entry(m).paper)
@@ -674,7 +678,7 @@ def comparisons(evals: dict, rounds: int, seed: int = 0) -> list[dict]:
         for a, b in COMPARED + beyond:
             if (a, k) in evals and (b, k) in evals:
                 for metric in PAIRED_METRICS:
-                    out.append(dict(a=a, b=b, round=k, metric=metric, **paired_test(evals[a, k], evals[b, k], metric, seed)))
+                    out.append(dict(a=a, b=b, round=k, metric=metric, **paired_test(evals[a, k], evals[b, k], metric)))
         if k > 1 and ("ours", k) in evals and ("ours", 1) in evals:
             out.append(dict(a="ours", b="ours", round=k, round_b=1, metric="accuracy", **paired_test(evals["ours", k], evals["ours", 1], "accuracy")))
     for c in out: c["p"] = round(c["p"], 6)
@@ -695,7 +699,9 @@ def selection_components(store: RunStore) -> list[dict]:
     if not store.path(STUDY).exists(): return [dict(what="concept-selection study", difference=None, p=None)]
     tau = store.cfg.tau
     table = study_table(read_jsonl(store.path(STUDY)), visible_map(store), tau=tau)
-    m = max(k[3] for k in table if k[:3] == ("infonce", "model", tau))
+    if not (ns := [k[3] for k in table if k[:3] == ("infonce", "model", tau)]):  # a study made at other τ values: nothing to test
+        return [dict(what=f"concept-selection study at τ = {tau} (none in {STUDY})", difference=None, p=None)]
+    m = max(ns)
     prec = lambda key: {i: v["precision"] for i, v in table.get(key, {}).items()}
     top, out = prec(("infonce", "model", tau, m, "rule")), []
     for key, what in ((("class_all", "model", None, m, "all"), "InfoNCE (m) vs class_all"), (("random", "model", tau, m, "matched"), "InfoNCE (m) vs random"),
@@ -962,7 +968,7 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
     for m, ks in results["missing_rounds"].items(): notes.append(f"{m}: rounds {ks} not evaluated.")
     if store.path(CHOICE).exists(): notes.append(choice_note(read_json(store.path(CHOICE))))
     device = run_device(store)
-    comps = comparisons(evals, cfg.rounds, cfg.seed)
+    comps = comparisons(evals, cfg.rounds)
     claims = judge_claims(claim_components(store, evals), cfg.rounds)
     e0 = next(iter(results["methods"].values()), [{}])[0]
     what = (f"{e0.get('n_test')} test images x {len(seeds)} seed(s); judge: {e0.get('judge')}; "

@@ -13,7 +13,7 @@ import torch
 from .store import RunStore, atomic_path, read_jsonl, write_jsonl, read_json, write_json, file_digest
 from .data import read_concepts, check_labels, Record
 from .llm import LLMEndpoint, LLMError, chat, fan_out, llm_env
-from .layout import DIRECT_CACHE, PERFECT, SELECTED, STUDY, embedding_files, selection_path, stage_name
+from .layout import DIRECT_CACHE, PERFECT, PERFECT_EMBEDDINGS, SELECTED, STUDY, embedding_files, selection_path, stage_name
 from .describe import DESCRIPTIONS, dataset_files, object_noun, seed_for, train_records, model_inputs
 
 log = logging.getLogger("selfsynth")
@@ -476,7 +476,7 @@ def selector_stage(store: RunStore, selector: str) -> dict:
 # %% ../nbs/11_select.ipynb #557ac986
 STUDY_TAUS = (0.01, 0.1, 0.3, 1.0)
 STUDY_NS = (1, 2, 5, 10, 20, 30)
-ESTIMATORS = ("infonce", "infonce_image", "infonce_other_class", "cosine")
+ESTIMATORS = tuple(n for n, s in SELECTORS.items() if s.kind == "estimator")  # the registry's, in its order
 
 def study_selections(inp: SelectionInputs, describer: str, ns=STUDY_NS, taus=STUDY_TAUS, std: float = 0.4, min_k: int = 3,
                      seed: int = 0, chunk: int = 8192, device="cpu") -> list[dict]:
@@ -542,18 +542,21 @@ def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, tau
                       describers=["model"], model_s=round(time.perf_counter() - t0, 2))
         records = read_manifest(store.path(manifest), split="train")
         why = "not asked for" if not perfect else _perfect_applies(records, rows)
-        prows = []
+        prows, perfect_emb = [], {"descriptions": torch.zeros(0, 0), "concepts": torch.zeros(0, 0)}
         if why is None:
             t1 = time.perf_counter()
             from selfsynth.models import load_text_encoder
             prows = perfect_rows(records, rows, cfg.seed)
             pinp = embed_inputs(prows, concepts, load_text_encoder(cfg.retriever, device=cfg.device))
             counts["perfect_embed_s"] = round(time.perf_counter() - t1, 2)
+            perfect_emb = {"descriptions": pinp.desc_emb.float().cpu().contiguous(), "concepts": pinp.concept_emb.float().cpu().contiguous()}
             study += study_selections(pinp, "perfect", ns, taus, **kw)
             counts["describers"].append("perfect")
             counts["perfect_s"] = round(time.perf_counter() - t1, 2)
         else: counts["perfect_skipped"] = why
         write_jsonl(ctx.path(PERFECT), prows)
+        from safetensors.torch import save_file
+        with atomic_path(ctx.path(PERFECT_EMBEDDINGS)) as tmp: save_file(perfect_emb, str(tmp))
         study += [dict(method="class_all", describer=None, tau=None, n=m, size="all", id=i, selected=s)
                   for i, s in zip(inp.ids, _class_all(inp))]
         if direct:
@@ -574,5 +577,5 @@ def selection_study_stage(store: RunStore, ns=STUDY_NS, direct: bool = True, tau
     fields = SELECT_FIELDS + ["seed", "max_train_images"] + (["model", "gen_batch_size", "dtype"] if direct else [])
     inputs = [DESCRIPTIONS, dataset_files(cfg)[1], embedding_files(cfg)[1], manifest] + (model_inputs(cfg) if direct else [])
     name = ("select/study" if direct else "select/study-nodirect") + ("" if perfect else "-noperfect")
-    return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY, PERFECT],
+    return store.stage(name, run, fields=fields, inputs=inputs, outputs=[STUDY, PERFECT, PERFECT_EMBEDDINGS],
                        params=dict(ns=sorted(ns), taus=sorted(taus)))  # another grid is another study: run again

@@ -33,8 +33,8 @@ __all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'ASSUMPTIONS', 'check_result
            'infonce_method_check', 'random_chain', 'class_chain', 'count_vectors', 'chain_mi', 'data_processing_check',
            'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser', 'synthetic_candidates',
            'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi', 'plot_best_of_k', 'plot_check',
-           'skipped', 'run_consistency', 'perfect_reference', 'candidate_rows', 'evaluation_quality', 'run_best_of_k',
-           'run_theory', 'summary', 'show', 'report']
+           'skipped', 'run_consistency', 'study_embeddings', 'perfect_reference', 'candidate_rows',
+           'evaluation_quality', 'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
 
 # %% ../nbs/22_theory.ipynb #1de9ac3a
 def check_result(id: str, assumption: str, measure: str, measured, threshold, criteria: dict, details: dict) -> dict:
@@ -83,18 +83,23 @@ def reference_rows(records, ids=None, noun: str = "bird") -> list[dict]:
     return [dict(id=r.id, label=r.label, descriptions=[perfect_description(r.visible, noun)]) for r in records
             if r.visible and (ids is None or r.id in ids)]
 
-def consistency_inputs(desc_rows, records, concepts: dict, embed_fn, noun: str = "bird", inp=None, ref_rows=None) -> tuple:
+def consistency_inputs(desc_rows, records, concepts: dict, embed_fn, noun: str = "bird", inp=None, ref_rows=None,
+                       ref_emb=None) -> tuple:
     """`(inp, ref, visible)`: embedded descriptions, embedded reference rows, and {id: set of visible concepts}.
     `inp`: the descriptions already embedded (a run's `embed` stage); else `embed_fn` embeds them too. `ref_rows`: the
-    reference's descriptions (the perfect describer's); default: one sentence stating each image's visible concepts."""
+    reference's descriptions (the perfect describer's); default: one sentence stating each image's visible concepts.
+    `ref_emb`: `(descriptions, concepts)` vectors of `ref_rows` already embedded (the selection study's), used as they are."""
     rows = [r for r in desc_rows if r["descriptions"]]
     if not any(r.visible for r in records):
         raise ValueError("consistency check: no record has ground-truth `visible` concepts (manifest field 'visible')")
     described = {r["id"] for r in rows}
+    given = ref_rows
     ref_rows = reference_rows(records, described, noun) if ref_rows is None else [r for r in ref_rows if r["id"] in described and r["descriptions"]]
+    if given is None or len(ref_rows) != len(given): ref_emb = None  # rows left out: the given vectors no longer line up
     if not ref_rows: raise ValueError("consistency check: no described image has ground-truth `visible` concepts")
     visible = {r.id: set(r.visible or ()) for r in records}
-    return inp or embed_inputs(rows, concepts, embed_fn=embed_fn), embed_inputs(ref_rows, concepts, embed_fn=embed_fn), visible
+    ref = embed_inputs(ref_rows, concepts, embed_fn=embed_fn) if ref_emb is None else embed_inputs(ref_rows, concepts, embeddings=ref_emb)
+    return inp or embed_inputs(rows, concepts, embed_fn=embed_fn), ref, visible
 
 # %% ../nbs/22_theory.ipynb #ca8b023d
 def _unit(t): return t / t.norm(dim=-1, keepdim=True)
@@ -637,13 +642,22 @@ def run_consistency(store: RunStore, ns=tuple(range(1, 31)), embed_fn=None) -> d
     stored = None if embed_fn else load_selection_inputs(store)[0]  # the vectors the selection used
     desc_rows = read_jsonl(store.path(DESCRIPTIONS))
     ref_rows, reference = perfect_reference(store, records, desc_rows)
+    ref_emb = None if embed_fn else study_embeddings(store, reference)
     inp, ref, visible = consistency_inputs(desc_rows, records, concepts, embed_fn or _run_embed_fn(store),
-                                           object_noun(cfg.dataset), stored, ref_rows)
+                                           object_noun(cfg.dataset), stored, ref_rows, ref_emb)
     args = (ref, visible, ns, cfg.tau, cfg.select_std, cfg.select_min, cfg.seed)
     r = with_control(consistency_check(inp, *args), consistency_check(swap_descriptions(inp, cfg.seed), *args),
                      "every image given another image's descriptions")
     r["details"]["reference"] = reference
     return r
+
+def study_embeddings(store: RunStore, reference: str):
+    "`(descriptions, concepts)` vectors of the selection study's perfect descriptions, when `reference` says they are the rows used; else None."
+    from safetensors.torch import load_file
+    from selfsynth.layout import PERFECT_EMBEDDINGS
+    if not reference.endswith("(the selection study's descriptions)") or not store.path(PERFECT_EMBEDDINGS).exists(): return None
+    t = load_file(store.path(PERFECT_EMBEDDINGS))
+    return (t["descriptions"], t["concepts"]) if len(t["descriptions"]) else None
 
 def perfect_reference(store: RunStore, records, desc_rows) -> tuple:
     """(reference rows, what they are) of the consistency check: the perfect describer's descriptions (as many per image

@@ -204,7 +204,7 @@ def _species_name(genus: str, marks: list) -> str:
     return " ".join([MARKINGS[m] for m in sorted(marks, key=lambda m: PARTS.index(m[0]))] + [genus])
 
 def _markings(genus: str) -> list:
-    "The markings a species of `genus` may add: not its genus's own value, no crown the colour of the head."
+    "The markings a species of `genus` may add: not its genus's own value, and no crown of the wings' colour (the head is a lighter shade of the wings)."
     base = {**COMMON, **GENERA[genus]}
     return [(p, v) for p, v in MARKINGS if v != base[p] and not (p == "crown" and v == base["wing"])]
 
@@ -452,7 +452,7 @@ def sample_image(cls: BirdClass, rng: np.random.Generator, size: int = 64) -> tu
 
 # %% ../nbs/03_world.ipynb #ba3c7bf1
 def random_values(rng: np.random.Generator, variants: bool = True) -> dict:
-    "A random bird: every part a random value (variant values included if `variants`); crown never the head's colour."
+    "A random bird: every part a random value (variant values included if `variants`); the crown never the wings' colour (the head is a lighter shade of the wings)."
     options = {p: [v for v in VALUES[p] if variants or not v.startswith("dull ")] for p in PARTS}
     pick = lambda p: options[p][int(rng.integers(len(options[p])))]
     values = {p: pick(p) for p in PARTS}

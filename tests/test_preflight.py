@@ -112,6 +112,8 @@ def test_every_problem_at_once_and_report_checks_less(tmp_path, capsys):
     assert code == 2 and [e.split(": ")[2] for e in err] == ["model", "retriever", "tune_launch", "tune_launch"], err
     code, err, _ = run_cli(["report"] + argv, tmp_path / "run", capsys)
     assert code == 2 and [e.split(": ")[2] for e in err] == ["model", "retriever"], err
+    code, err, _ = run_cli(["theory"] + argv, tmp_path / "run", capsys)
+    assert code == 2 and [e.split(": ")[2] for e in err] == ["retriever"], err
 
 
 def test_run_dir_rules_match_the_store(tmp_path):

@@ -161,6 +161,9 @@ def test_markdown_and_latex_formatting():
     assert "| a_b & c | 85.02 |" in md and "| d | – |" in md and "|---|---:|" in md
     tex = to_latex(df, "Acc %")
     assert r"a\_b \& c & 85.02 \\" in tex and r"d & -- \\" in tex and r"\caption{Acc \%}" in tex
+    tex = to_latex(pd.DataFrame({"what": ["{x}~y^2 \\ z", "precision at τ = 0.1, n ≥ 30"], "p": [0.5, 0.01]}))
+    assert r"\{x\}\textasciitilde{}y\textasciicircum{}2 \textbackslash{} z & 0.50" in tex
+    assert r"precision at $\tau$ = 0.1, n $\geq$ 30 & 0.01" in tex
     assert "no data" in to_markdown(pd.DataFrame())
 
 

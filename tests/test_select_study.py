@@ -83,6 +83,10 @@ def test_scored_compared_and_keyed(study):
     c4 = selection_components(store)
     assert [c["what"] for c in c4] == ["InfoNCE (m) vs class_all", "InfoNCE (m) vs random", "InfoNCE (6) vs InfoNCE (1)"]
     assert all(c["p"] is not None for c in c4)
+    # a run whose τ the study did not cover: C4 has nothing to test (inconclusive), no max() of nothing
+    from selfsynth.store import RunStore
+    other_tau = RunStore(store.root, store.cfg.replace(tau=0.5))
+    assert [(c["difference"], c["p"]) for c in selection_components(other_tau)] == [(None, None)]
 
 
 def test_another_grid_is_another_study(study):

@@ -283,6 +283,38 @@ def test_run_theory_needs_a_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         T.run_theory(tmp_path / "nothing")
 
+def test_consistency_reads_the_reference_vectors_it_is_given_and_only_while_they_line_up():
+    "The study's perfect-describer vectors are used as they are (not embedded again), unless rows were left out."
+    rows, recs, cons, embed_fn = T.synthetic_descriptions()
+    ref_rows = [dict(r, descriptions=r["descriptions"][::-1]) for r in rows]  # another describer's texts, in another order
+    _, want, _ = T.consistency_inputs(rows, recs, cons, embed_fn, ref_rows=ref_rows)  # embedded here
+    embedded = []
+    counting = lambda texts: embedded.append(len(texts)) or embed_fn(texts)
+    _, got, _ = T.consistency_inputs(rows, recs, cons, counting, ref_rows=ref_rows, ref_emb=(want.desc_emb, want.concept_emb))
+    assert torch.equal(got.desc_emb, want.desc_emb) and got.ids == want.ids
+    model_texts = sum(len(r["descriptions"]) for r in rows)
+    assert sum(embedded) == model_texts + len(want.concepts)  # the model's descriptions and the concepts only
+    embedded.clear()
+    fewer = ref_rows[:-1] + [dict(ref_rows[-1], descriptions=[])]  # a row left out: the vectors no longer line up
+    _, ref, _ = T.consistency_inputs(rows, recs, cons, counting, ref_rows=fewer, ref_emb=(want.desc_emb, want.concept_emb))
+    assert len(ref.desc_emb) == model_texts - len(rows[-1]["descriptions"]) and sum(embedded) > model_texts + len(want.concepts)
+
+
+def test_study_embeddings_only_for_the_studys_own_reference(tmp_path):
+    from safetensors.torch import save_file
+    from selfsynth.layout import PERFECT_EMBEDDINGS
+    store = RunStore(tmp_path / "run", preset("quick"))
+    study = "the perfect describer (the selection study's descriptions)"
+    assert T.study_embeddings(store, study) is None  # no file
+    store.path(PERFECT_EMBEDDINGS).parent.mkdir(parents=True)
+    save_file({"descriptions": torch.ones(3, 4), "concepts": torch.zeros(2, 4)}, str(store.path(PERFECT_EMBEDDINGS)))
+    d, c = T.study_embeddings(store, study)
+    assert d.shape == (3, 4) and c.shape == (2, 4)
+    assert T.study_embeddings(store, "the perfect describer") is None  # rows written now: not the study's vectors
+    save_file({"descriptions": torch.zeros(0, 0), "concepts": torch.zeros(0, 0)}, str(store.path(PERFECT_EMBEDDINGS)))
+    assert T.study_embeddings(store, study) is None  # the study had no perfect describer
+
+
 def test_consistency_reference_is_the_perfect_describer_where_the_world_has_part_values(tmp_path):
     "On the mini world the reference is the perfect describer (m varied descriptions per image); the study's, when stored."
     from selfsynth.world import world_stage
