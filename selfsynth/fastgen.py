@@ -201,9 +201,9 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
             # a graph per span length: spans rounded up to _SPAN; elsewhere the exact span, and a finished batch noticed at once
             span = (lambda t: min(-(-(t + 1) // _SPAN) * _SPAN, max_new_tokens)) if cuda_graph else (lambda t: t + 1)
             every = 16 if ids.device.type == "cuda" else 1  # asking whether all have finished syncs a GPU with the host
-            # without graphs, a step computes only the prompts with a sample still unfinished (`rows`); the draw still
-            # runs over every row, so each row takes the random numbers it would take in a full batch
-            computed, rows = torch.ones(P, dtype=torch.bool, device=ids.device), torch.arange(B, device=ids.device)
+            # without graphs, a step computes only the prompts with a sample still unfinished (`rows`, None = all); the draw
+            # still runs over every row, so each row takes the random numbers it would take in a full batch
+            computed, rows = torch.ones(P, dtype=torch.bool, device=ids.device), None
             for t in range(max_new_tokens):
                 # the minimum length first, as its processor comes first: the end token can't be among the k drawn from
                 nxt = draw_topk(logits.index_fill(1, ban, float("-inf")) if t < min_new else logits, **warp) if fast else None
@@ -221,7 +221,8 @@ def generate_cascade(model, enc, n: int, *, max_new_tokens: int, cuda_graph: boo
                     if 4 * int((computed & ~still).sum()) >= int(computed.sum()):  # a quarter of the computed prompts are done
                         cache.keep(still[computed]); computed = still
                         rows = computed.repeat_interleave(n).nonzero().squeeze(1)
-                logits[rows] = step(nxt[rows, None], positions[rows] + t, span(t))
+                if rows is None: logits = step(nxt[:, None], positions + t, span(t))
+                else: logits[rows] = step(nxt[rows, None], positions[rows] + t, span(t))
                 cache.step.add_(1)
         finally: model.set_attn_implementation({"text_config": original})
     return torch.cat([seqs, out[:, :int(live.sum())]], 1)

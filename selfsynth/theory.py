@@ -26,15 +26,15 @@ from .select import SelectionInputs, embed_inputs, select_ib
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'ASSUMPTIONS', 'check_result', 'with_control', 'mean_ci', 'paired_trend',
-           'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions', 'swap_descriptions',
-           'consistency_check', 'gaussian_mi', 'gaussian_critic', 'infonce_gaussian', 'constant_gaussian_critic',
-           'infonce_check', 'method_critic_world', 'cosine_critic', 'constant_critic', 'infonce_method',
-           'infonce_method_check', 'random_chain', 'class_chain', 'count_vectors', 'chain_mi', 'data_processing_check',
-           'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser', 'synthetic_candidates',
-           'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi', 'plot_best_of_k', 'plot_check',
-           'skipped', 'run_consistency', 'study_embeddings', 'perfect_reference', 'candidate_rows',
-           'evaluation_quality', 'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
+__all__ = ['log', 'NEGATIVES', 'GAUSSIAN_SETTINGS', 'ASSUMPTIONS', 'STUDY_REFERENCE', 'check_result', 'with_control', 'mean_ci',
+           'paired_trend', 'perfect_description', 'reference_rows', 'consistency_inputs', 'synthetic_descriptions',
+           'swap_descriptions', 'consistency_check', 'gaussian_mi', 'gaussian_critic', 'infonce_gaussian',
+           'constant_gaussian_critic', 'infonce_check', 'method_critic_world', 'cosine_critic', 'constant_critic',
+           'infonce_method', 'infonce_method_check', 'random_chain', 'class_chain', 'count_vectors', 'chain_mi',
+           'data_processing_check', 'best_of_k', 'best_of_k_filtered', 'best_of_k_check', 'random_chooser',
+           'synthetic_candidates', 'plot_consistency', 'plot_infonce', 'plot_infonce_method', 'plot_dpi',
+           'plot_best_of_k', 'plot_check', 'skipped', 'run_consistency', 'study_embeddings', 'perfect_reference',
+           'candidate_rows', 'evaluation_quality', 'run_best_of_k', 'run_theory', 'summary', 'show', 'report']
 
 # %% ../nbs/22_theory.ipynb #1de9ac3a
 def check_result(id: str, assumption: str, measure: str, measured, threshold, criteria: dict, details: dict) -> dict:
@@ -651,11 +651,13 @@ def run_consistency(store: RunStore, ns=tuple(range(1, 31)), embed_fn=None) -> d
     r["details"]["reference"] = reference
     return r
 
+STUDY_REFERENCE = "the perfect describer (the selection study's descriptions)"  # `perfect_reference`'s word for the study's rows
+
 def study_embeddings(store: RunStore, reference: str):
     "`(descriptions, concepts)` vectors of the selection study's perfect descriptions, when `reference` says they are the rows used; else None."
     from safetensors.torch import load_file
     from selfsynth.layout import PERFECT_EMBEDDINGS
-    if not reference.endswith("(the selection study's descriptions)") or not store.path(PERFECT_EMBEDDINGS).exists(): return None
+    if reference != STUDY_REFERENCE or not store.path(PERFECT_EMBEDDINGS).exists(): return None
     t = load_file(store.path(PERFECT_EMBEDDINGS))
     return (t["descriptions"], t["concepts"]) if len(t["descriptions"]) else None
 
@@ -666,7 +668,7 @@ def perfect_reference(store: RunStore, records, desc_rows) -> tuple:
     from selfsynth.select import PERFECT, perfect_rows, _perfect_applies
     rows = [r for r in desc_rows if r["descriptions"]]
     if store.path(PERFECT).exists() and (stored := read_jsonl(store.path(PERFECT))):
-        return stored, "the perfect describer (the selection study's descriptions)"
+        return stored, STUDY_REFERENCE
     if _perfect_applies(records, rows) is None:
         return perfect_rows(records, rows, store.cfg.seed), "the perfect describer"
     return None, "one sentence stating the visible concepts"
