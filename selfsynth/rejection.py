@@ -96,13 +96,9 @@ def _zstar(method: str, sel: dict, concepts: dict) -> list[str]:
 
 # %% ../nbs/14_rejection.ipynb #1ff6eceb
 def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
-    "Candidates (with scores) of one chunk of images."
+    "Candidates of one chunk of images, each with its label test; `_score_stage` scores them."
     from selfsynth import models
     cfg = ctx.cfg
-    if "enc" not in cache:
-        cache["enc"] = models.load_text_encoder(cfg.retriever, device=cfg.device)
-        cache["embed"] = lambda texts: embed_texts(cache["enc"], texts)
-        cache["concept_emb"] = cache["embed"](label_concept_table(concepts)[0])
     queries = [image_queries(cfg.dataset, cfg.rs_queries, query_rng(cfg.seed, method, k, s["id"])) for s in sels]
     for s in sels: models.load_image(images[s["id"]])  # a missing or corrupt file fails here, naming it
     answers = models.sample(cfg, ctx.path(model_dir(method, k - 1)), cache,
@@ -116,11 +112,17 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
             for j, a in enumerate(next(it)):
                 rows.append(dict(id=s["id"], label=s["label"], query=qi, kind=kind, question=q, sample=j, answer=a,
                                  has_label=names_label(a, s["label"], label_finder(concepts))))
-    zstars = [_zstar(method, s, concepts) for s in sels for _ in range(cfg.rs_queries * cfg.rs_samples)]
-    scores = score_candidates([r["answer"] for r in rows], zstars, concepts, cache["embed"], cfg.tau,
-                              cfg.rs_negatives_include_selected, cache["concept_emb"])
-    for r, sc in zip(rows, scores): r["score"] = round(sc, 6)
     return rows
+
+def _score_stage(rows, sels, method, concepts, cfg: RunConfig) -> list[dict]:
+    """Every candidate of the stage scored at once, after the last chunk: each distinct answer is embedded once,
+    however many chunks repeat it (a third to a half of a mini run's candidates are repeats of another chunk's)."""
+    from selfsynth import models
+    encoder = models.load_text_encoder(cfg.retriever, device=cfg.device)
+    zstar = {s["id"]: _zstar(method, s, concepts) for s in sels}
+    scores = score_candidates([r["answer"] for r in rows], [zstar[r["id"]] for r in rows], concepts,
+                              lambda texts: embed_texts(encoder, texts), cfg.tau, cfg.rs_negatives_include_selected)
+    return [dict(r, score=round(sc, 6)) for r, sc in zip(rows, scores)]
 
 # %% ../nbs/14_rejection.ipynb #b936b633
 def choose_pairs(cands: list[dict], images: dict, method: str, k: int, cfg: RunConfig, finder: LabelFinder) -> list[dict]:
@@ -172,9 +174,12 @@ def rejection_stage(store: RunStore, method: str, k: int, chunk_images: int = 64
             rows, cands = template_pairs(sels, images, method, k, cfg), []
         else:
             cache = {}
+            def score(rows):
+                cache.clear()  # the sampling model is done: free it before the encoder loads
+                return _score_stage(rows, sels, method, concepts, cfg)
             cands = ctx.chunked(candidates_path(method, k)).run(
                 sels, lambda chunk: _sample_chunk(ctx, chunk, method, k, images, concepts, cache), chunk_images,
-                desc=f"rejection/{method}/round-{k}")
+                desc=f"rejection/{method}/round-{k}", then=score)
             rows = choose_pairs(cands, images, method, k, cfg, label_finder(concepts))
         write_jsonl(ctx.path(qa_path(method, k)), rows)
         c = _rs_counts(cands, rows, len(sels))

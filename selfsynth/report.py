@@ -850,9 +850,11 @@ def run_device(store: RunStore) -> str:
     return device_name(resolve_device(store.cfg.device))
 
 # %% ../nbs/21_report.ipynb #7e73a5d1
-def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_tau: dict | None = None) -> dict:
+def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_tau: dict | None = None,
+                           study: dict | None = None) -> dict:
     """`results.json`'s `concept_selection`: Figure 5's curves at each n (n-independent selectors repeated), intervals, by
-    encoder and by τ; and the extended study — `study`, `study_matched`, `comparisons`, `verdicts` — from `sel.attrs`."""
+    encoder and by τ; and the extended study — `study`, `study_matched`, `comparisons`, `verdicts` — when given
+    (`selection_study_outputs`'s `json`)."""
     out = dict(n_descriptions=[], precision={}, recall={}, precision_ci={}, by_text_encoder={k: None if v[0] is None else round(v[0], 4) for k, v in by_encoder.items()},
                by_tau={f"{t:g}": round(v[0], 4) for t, v in (by_tau or {}).items()})
     if sel is None or not len(sel): return out
@@ -867,7 +869,7 @@ def concept_selection_json(sel: pd.DataFrame | None, by_encoder: dict, ns, by_ta
         out["precision"][m] = [f(at(n, "precision")) for n in have]
         out["recall"][m] = [f(at(n, "recall")) for n in have]
         out["precision_ci"][m] = [[f(at(n, "precision_lo")), f(at(n, "precision_hi"))] for n in have]
-    out.update(sel.attrs.get("study_json") or {})  # the extended study (`selection_study_outputs`), when the report made it
+    out.update(study or {})
     return out
 
 SCHEMA_VERSION = 2
@@ -886,7 +888,8 @@ def package_versions() -> dict:
 
 # %% ../nbs/21_report.ipynb #8cb1e42f
 def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_encoder: dict, ns, base_model: dict,
-                 by_tau: dict | None = None, comparisons: list | None = None, claims: list | None = None, seeds=None) -> dict:
+                 by_tau: dict | None = None, comparisons: list | None = None, claims: list | None = None, seeds=None,
+                 study: dict | None = None) -> dict:
     "The `results.json` object (schema below)."
     import torch
     from selfsynth.evaluate import ACCURACY_RULE, fs_model_name
@@ -904,7 +907,7 @@ def results_json(store: RunStore, results: dict, sel: pd.DataFrame | None, by_en
                 base_model={k: v for k, v in base_model.items() if k != "missing"},
                 methods={m: [{k: e.get(k) for k in METHOD_KEYS} for e in es] for m, es in results["methods"].items()},
                 comparisons=comparisons or [], claims=claims or [],
-                concept_selection=concept_selection_json(sel, by_encoder, ns, by_tau),
+                concept_selection=concept_selection_json(sel, by_encoder, ns, by_tau, study),
                 theorems=read_json(tp) if tp.exists() else [],
                 timing_s=timing(store), judge=cfg.judge, missing_methods=results["missing"],
                 missing_rounds=results["missing_rounds"])
@@ -989,7 +992,6 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
         tables.append(("selection_by_tau", tau_table(by_tau, cfg.tau), f"Concept-selection precision by InfoNCE temperature τ ({cfg.retriever})"))
         study = selection_study_outputs(store, out)
         tables += study["tables"]
-        sel.attrs["study_json"] = study["json"]  # plain JSON: results.json's concept_selection takes it from here
     for name, df, caption in tables:
         write_table(df, out, name, caption)
         md += [f"## {caption}", "", to_markdown(df)]
@@ -1004,7 +1006,8 @@ def build_report(store: RunStore, encoders=(), ns=NS, n_examples: int = 3, direc
         md += ["## Example answers", "", "![examples](examples.png)", "", examples_markdown(examples, out)]
     base = base_model_properties(store)
     if base["missing"]: notes.append("Base-model properties without: " + ", ".join(base["missing"]) + ".")
-    res = results_json(store, results, sel, by_enc, ns, base, by_tau if sel is not None else None, comps, claims, seeds)
+    res = results_json(store, results, sel, by_enc, ns, base, by_tau if sel is not None else None, comps, claims, seeds,
+                       study["json"] if sel is not None else None)
     write_json(out / "results.json", res)
     md[2:2] = (["## Notes", ""] + [f"- {n}" for n in notes] + [""]) if notes else []
     write_text(out / "report.md", "\n".join(md) + "\n")

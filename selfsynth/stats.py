@@ -44,13 +44,18 @@ def mcnemar(a, b) -> dict:
     return dict(test="McNemar exact", n=len(a), difference=round(100 * (b10 - b01) / max(len(a), 1), 4),
                 discordant=[b10, b01], p=float(p))
 
+def _mean_difference(s, t, axis):
+    # all resamples at once (2-3x faster than one by one), each summed as a contiguous row: the same sums, bit for bit,
+    # as a 1-D mean, so p-values with ties at the observed value do not move
+    return np.ascontiguousarray(np.moveaxis(s - t, axis, -1)).mean(-1)
+
 def paired_permutation(x, y, n_resamples: int = 10_000, seed: int = 0) -> dict:
     "Two-sided paired permutation test of mean(x - y) over the pairs where both are not None."
     pairs = [(u, v) for u, v in zip(x, y, strict=True) if u is not None and v is not None]
     if len(pairs) < 2: return dict(test="paired permutation", n=len(pairs), difference=None, p=1.0)
     u, v = np.array(pairs, dtype=float).T
     if np.allclose(u, v): return dict(test="paired permutation", n=len(pairs), difference=0.0, p=1.0)
-    r = stats.permutation_test((u, v), lambda s, t: np.mean(s - t), permutation_type="samples", vectorized=False,
+    r = stats.permutation_test((u, v), _mean_difference, permutation_type="samples", vectorized=True,
                                n_resamples=n_resamples, rng=np.random.default_rng(seed))
     return dict(test="paired permutation", n=len(pairs), difference=round(float(np.mean(u - v)), 4), p=float(r.pvalue))
 

@@ -131,22 +131,25 @@ class ChunkedJsonl:
         "Record the finished rows of chunk number `chunk`."
         write_jsonl(self._part(chunk), rows)
 
-    def finish(self) -> list:
-        "Join all parts (in chunk order) into `path`; return the rows."
+    def finish(self, then=None) -> list:
+        """Join all parts (in chunk order), pass them through `then(rows) -> rows` if given, write `path` and return
+        the rows. The parts are removed only once `path` is written: a `then` that fails keeps every chunk."""
         rows = [r for p in sorted(self.parts.glob("*.jsonl")) for r in read_jsonl(p)]
+        if then is not None: rows = then(rows)
         write_jsonl(self.path, rows)
         shutil.rmtree(self.parts)
         return rows
 
-    def run(self, items: list, fn, chunk_size: int, desc: str = None) -> list:
-        "Apply `fn(list_of_items) -> list_of_rows` chunk by chunk, skipping finished chunks; join and return the rows."
+    def run(self, items: list, fn, chunk_size: int, desc: str = None, then=None) -> list:
+        """Apply `fn(list_of_items) -> list_of_rows` chunk by chunk, skipping finished chunks; join (through `then`,
+        work that needs every chunk's rows at once) and return the rows."""
         from tqdm.auto import tqdm
         starts = range(0, len(items), chunk_size)
         todo = [s for s in starts if not self.done(s // chunk_size)]
         if len(todo) < len(starts): log.info(f"{self.path.name}: resuming, {len(starts) - len(todo)}/{len(starts)} chunks done")
         for s in tqdm(todo, desc=desc or self.path.name, disable=not todo, file=sys.stderr):
             self.write(s // chunk_size, fn(items[s:s + chunk_size]))
-        return self.finish()
+        return self.finish(then)
 
 # %% ../nbs/01_store.ipynb #20b46cee
 IDENTITY_FIELDS = ("dataset", "data_root", "model", "seed", "world_seed")

@@ -24,7 +24,7 @@ log = logging.getLogger("selfsynth")
 __all__ = ['log', 'AUGMENTATIONS', 'TUNE_FIELDS', 'augment', 'training_texts', 'text_lengths', 'encode_batch', 'lora_targets',
            'projector_name', 'add_lora', 'lr_at', 'plan_batches', 'micro_batches', 'resolve_images', 'load_samples',
            'enable_checkpointing', 'use_compiled_blocks', 'compile_blocks', 'answer_cross_entropy', 'train',
-           'answer_loss', 'save_tuned', 'main', 'launch_train', 'start_model', 'tune_stage']
+           'kept_images', 'answer_loss', 'save_tuned', 'main', 'launch_train', 'start_model', 'tune_stage']
 
 # %% ../nbs/13_tune.ipynb #6fafb421
 def _fill(im: Image.Image):
@@ -95,15 +95,20 @@ def text_lengths(processor, samples) -> list[int]:
     _, fulls = training_texts(processor, [s["question"] for s in samples], [s["answer"] for s in samples])
     return [len(ids) for ids in processor.tokenizer(fulls)["input_ids"]]
 
-def encode_batch(processor, images, questions, answers) -> dict:
-    "Tensors for a training batch: input_ids, attention_mask, pixel_values, and labels (-100 except answer tokens)."
+def encode_batch(processor, images, questions, answers, prompt_ids: dict | None = None) -> dict:
+    """Tensors for a training batch: input_ids, attention_mask, pixel_values, and labels (-100 except answer tokens).
+    `prompt_ids`: a dict kept across the batches of a run, {(prompt, image size): the prompt's token ids}."""
     tok = processor.tokenizer
     prompts, fulls = training_texts(processor, questions, answers)
+    keys = [(p, im.size) for p, im in zip(prompts, images)]
+    known = {} if prompt_ids is None else prompt_ids
     side, tok.padding_side = tok.padding_side, "right"
     try:
         enc = processor(images=list(images), text=fulls, padding=True, return_tensors="pt")
-        prompt_ids = processor(images=list(images), text=prompts)["input_ids"]
+        if new := {k: im for k, im in zip(keys, images) if k not in known}:
+            known.update(zip(new, processor(images=list(new.values()), text=[p for p, _ in new])["input_ids"]))
     finally: tok.padding_side = side
+    prompt_ids = [known[k] for k in keys]
     labels = torch.full_like(enc["input_ids"], -100)
     for i, p in enumerate(prompt_ids):
         full = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
@@ -264,11 +269,13 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
     steps = plan_batches(len(samples), cfg.batch_size, cfg.epochs, cfg.seed, acc.num_processes)
     micro, accum = _split(acc.num_processes, cfg)
     lengths = text_lengths(processor, samples)  # for grouping samples of like length into micro-batches
+    load, prompt_ids = kept_images(), {}  # decoded images and prompt encodings, reused across steps
     losses, n_tokens = [], 0
     for step, batch in enumerate(steps):
         lr = lr_at(step, len(steps), cfg.lr, cfg.warmup_ratio)
         for g in opt.param_groups: g["lr"] = lr
-        mbs = [encode_batch(processor, *_examples(samples, idx, cfg, step)) for idx in micro_batches(batch, acc.process_index, acc.num_processes, micro, lengths)]
+        mbs = [encode_batch(processor, *_examples(samples, idx, cfg, step, load), prompt_ids)
+               for idx in micro_batches(batch, acc.process_index, acc.num_processes, micro, lengths)]
         # answer tokens of the whole step, all processes: the loss is their mean, however the step is split
         n_step = acc.reduce(torch.tensor(float(sum(int((mb["labels"] != -100).sum()) for mb in mbs)), device=acc.device), reduction="sum")
         loss_sum = torch.zeros((), device=acc.device)
@@ -294,11 +301,23 @@ def train(base, samples: list[dict], out_dir, cfg: RunConfig, log_every: int = 1
     return result
 
 # %% ../nbs/13_tune.ipynb #0853e611
-def _examples(samples, idx, cfg: RunConfig, step: int):
+def kept_images(max_bytes: int = 1 << 30):
+    """`load_image` that keeps decoded images in memory while they fit in `max_bytes` (the mini world's 320 training
+    images take 4 MB): a round reads each image epochs × answers-per-image times (16 in the mini preset)."""
+    kept, used = {}, 0
+    def load(path) -> Image.Image:
+        nonlocal used
+        if path in kept: return kept[path]  # callers never change it: augmentations make new images
+        im = load_image(path)
+        if used + (n := im.width * im.height * len(im.getbands())) <= max_bytes: kept[path], used = im, used + n
+        return im
+    return load
+
+def _examples(samples, idx, cfg: RunConfig, step: int, load=load_image):
     "Images (augmented when `cfg.augment`, seeded per step and sample), questions and answers of samples `idx`."
     images = []
     for i in idx:
-        im = load_image(samples[i]["image"])
+        im = load(samples[i]["image"])
         if cfg.augment: im, _ = augment(im, random.Random(f"{cfg.seed}-{step}-{i}"))
         images.append(im)
     return images, [samples[i]["question"] for i in idx], [samples[i]["answer"] for i in idx]
