@@ -73,13 +73,13 @@ def choose(cands: list[dict], question: str, kind: str, label: str, method: str,
 
 # %% ../nbs/14_rejection.ipynb #9c2ba762
 def score_candidates(answers: list[str], zstars: list[list[str]], concepts: dict, embed_fn, tau: float,
-                     include_selected: bool = False, concept_emb: torch.Tensor | None = None) -> list[float]:
+                     include_selected: bool = False) -> list[float]:
     "r(b) of each answer against its Z* (concept strings), negatives = all concepts of `concepts` (minus Z* unless `include_selected`)."
     names, _ = label_concept_table(concepts)
     index = {z: i for i, z in enumerate(names)}
     if missing := [z for zs in zstars for z in zs if z not in index]:
         raise ValueError(f"selected concept {missing[0]!r} is in no class's concept list")
-    if concept_emb is None: concept_emb = embed_fn(names)
+    concept_emb = embed_fn(names)
     mask = torch.zeros(len(answers), len(names), dtype=torch.bool)
     for i, zs in enumerate(zstars): mask[i, [index[z] for z in zs]] = True
     return answer_scores(embed_fn(answers), concept_emb, mask, tau, include_selected).tolist()

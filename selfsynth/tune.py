@@ -108,9 +108,8 @@ def encode_batch(processor, images, questions, answers, prompt_ids: dict | None 
         if new := {k: im for k, im in zip(keys, images) if k not in known}:
             known.update(zip(new, processor(images=list(new.values()), text=[p for p, _ in new])["input_ids"]))
     finally: tok.padding_side = side
-    prompt_ids = [known[k] for k in keys]
     labels = torch.full_like(enc["input_ids"], -100)
-    for i, p in enumerate(prompt_ids):
+    for i, p in enumerate(known[k] for k in keys):
         full = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
         n = next((j for j, (a, b) in enumerate(zip(p, full)) if a != b), min(len(p), len(full)))
         if n >= len(full): raise ValueError(f"answer {answers[i]!r} adds no tokens to its prompt")
