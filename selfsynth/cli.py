@@ -6,12 +6,12 @@ Docs: https://selfsynth.github.io/selfsynth/cli.html.md"""
 
 # %% ../nbs/40_cli.ipynb #3532b33c
 from __future__ import annotations
-import argparse, logging, os, sys
+import argparse, logging, os, sys, threading
 from pathlib import Path
 from .config import ConfigError, preset, load_config, apply_overrides, PRESETS
 from .store import RunStore, write_json
 from .layout import LANES, RESULTS, data_dir
-from .runner import execute, NotebookFailed
+from .runner import execute, KeptKernel, NotebookFailed
 from .preflight import NEEDS, PreflightError, check_before_run
 
 log = logging.getLogger("selfsynth")
@@ -77,22 +77,29 @@ def round_jobs(method: str, rounds) -> list:
 # %% ../nbs/40_cli.ipynb #2a96f858
 def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = None) -> None:
     "Execute the notebook jobs of `queues` ({name: [job]}), at most `jobs` at once, each queue's jobs one after another (see `next_job`)."
-    from concurrent.futures import ThreadPoolExecutor, FIRST_COMPLETED, wait
     if jobs == 1:  # one lane: queue after queue, as listed
-        for js in queues.values():
-            for name, out, params in js: execute(store, name, out, **params)
+        with KeptKernel() as kernel:
+            for js in queues.values():
+                for name, out, params in js: execute(store, name, out, kernel=kernel, **params)
         return
-    queues, threads, running = {q: list(js) for q, js in queues.items()}, lane_threads(jobs), {}
-    with ThreadPoolExecutor(jobs) as pool:
-        while True:
-            while len(running) < jobs and (nxt := next_job(queues, set(running.values()), after)):
-                q, (name, out, params) = nxt
-                running[pool.submit(execute, store, name, out, **params, threads=threads)] = q
-            if not running: return
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in done:
-                running.pop(f)
-                f.result()  # a failed notebook stops the scheduling; leaving the pool waits for those still running
+    queues, threads, running, failed, turn = {q: list(js) for q, js in queues.items()}, lane_threads(jobs), set(), [], threading.Condition()
+    def lane():
+        with KeptKernel() as kernel:
+            while True:
+                with turn:  # wait for a job: queues still hold some, but each is running or waits for one that is
+                    while not failed and (nxt := next_job(queues, running, after)) is None and any(queues.values()): turn.wait()
+                    if failed or nxt is None: return  # a failed notebook stops the scheduling
+                    q, (name, out, params) = nxt
+                    running.add(q)
+                try: execute(store, name, out, kernel=kernel, **params, threads=threads)
+                except BaseException as e:
+                    with turn: failed.append(e)
+                finally:
+                    with turn: running.discard(q); turn.notify_all()
+    lanes = [threading.Thread(target=lane, name=f"lane-{i}") for i in range(jobs)]
+    for t in lanes: t.start()
+    for t in lanes: t.join()  # those still running finish
+    if failed: raise failed[0]
 
 # %% ../nbs/40_cli.ipynb #547a447b
 def seed_store(store: RunStore, seed: int) -> RunStore:
@@ -143,9 +150,10 @@ def _cmd_round(a):
     if not 0 <= a.round <= cfg.rounds: raise ConfigError(f"--round must be in 0..{cfg.rounds}, got {a.round}")
     _preflight(a, cfg, "round")
     store = RunStore(cfg.run_dir, cfg)
-    if a.round == 0: print(execute(store, "round", "base-round-0", method="base", round=0))
-    for k in range(1, a.round + 1):  # one executed notebook per round; finished rounds are skipped inside
-        print(execute(store, "round", f"{a.method}-round-{k}", method=a.method, round=k))
+    with KeptKernel() as kernel:
+        if a.round == 0: print(execute(store, "round", "base-round-0", kernel=kernel, method="base", round=0))
+        for k in range(1, a.round + 1):  # one executed notebook per round; finished rounds are skipped inside
+            print(execute(store, "round", f"{a.method}-round-{k}", kernel=kernel, method=a.method, round=k))
 
 # %% ../nbs/40_cli.ipynb #21609b64
 def _cmd_notebook(name):

@@ -7,6 +7,7 @@ Docs: https://selfsynth.github.io/selfsynth/runner.html.md"""
 # %% ../nbs/39_runner.ipynb #2e236499
 from __future__ import annotations
 import logging
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 import selfsynth
 from .config import RunConfig, preset as make_preset, apply_overrides, load_config
@@ -16,7 +17,7 @@ from .layout import notebook_path
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATES', 'template', 'open_run', 'NotebookFailed', 'execute']
+__all__ = ['log', 'TEMPLATES', 'template', 'open_run', 'KeptKernel', 'NotebookFailed', 'execute']
 
 # %% ../nbs/39_runner.ipynb #d2fe5ff7
 TEMPLATES = Path(selfsynth.__file__).resolve().parent.parent / "nbs" / "runs"
@@ -35,20 +36,63 @@ def open_run(run_dir: str, preset: str = "mini", overrides: dict | None = None) 
     else: cfg = make_preset(preset, **{**(overrides or {}), "run_dir": str(run_dir)})
     return RunStore(run_dir, cfg)
 
+# %% ../nbs/39_runner.ipynb #5be2c7e0
+class KeptKernel:
+    "A Jupyter kernel that executes notebooks one after another, each from an empty namespace (see `execute`)."
+    name = "python3"
+    RESET = ("def _fresh():\n"  # a function: its names outlive the reset that empties the namespace
+             "    import gc, sys\n"
+             "    if 'matplotlib.pyplot' in sys.modules: sys.modules['matplotlib.pyplot'].close('all')\n"
+             "    get_ipython().reset(new_session=True)\n"
+             "    gc.collect()\n"
+             "    if 'torch' in sys.modules and sys.modules['torch'].cuda.is_initialized(): sys.modules['torch'].cuda.empty_cache()\n"
+             "_fresh()\n")
+
+    def __init__(self, cwd=None): self.cwd, self.km = str(cwd or Path.cwd()), None
+
+    @contextmanager
+    def client(self):
+        "Papermill's `km` and `kc` for one notebook, the kernel's namespace emptied first."
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+        if self.km is None:
+            self.km = AsyncKernelManager(kernel_name=self.name)
+            run_sync(self.km.start_kernel)(cwd=self.cwd)
+        kc = self.km.client()  # a new client per notebook: one that nbclient has used answers no further requests
+        kc.start_channels()
+        try:
+            run_sync(kc.wait_for_ready)(timeout=60)
+            reply = run_sync(kc.execute_interactive)(self.RESET, silent=True, store_history=False, timeout=120)
+            if reply["content"]["status"] != "ok":
+                raise RuntimeError(f"kernel reset failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+            yield dict(km=self.km, kc=kc)
+        finally: kc.stop_channels()
+
+    def close(self):
+        "Kill the kernel (nothing runs in it between notebooks: no graceful shutdown to wait for)."
+        if self.km is not None:
+            from jupyter_core.utils import run_sync
+            if self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
+            self.km = None
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
 # %% ../nbs/39_runner.ipynb #df2c38b0
 class NotebookFailed(RuntimeError):
     "A papermill-executed notebook raised; the executed copy shows where."
 
-def execute(store: RunStore, name: str, out_name: str | None = None, **params) -> Path:
-    "Execute template `name` with `params` (plus `run_dir`); keep the executed copy in `notebooks/`."
+def execute(store: RunStore, name: str, out_name: str | None = None, kernel: KeptKernel | None = None, **params) -> Path:
+    "Execute template `name` with `params` (plus `run_dir`) in `kernel` (default: a kernel of its own); keep the executed copy in `notebooks/`."
     import papermill as pm
     out = store.path(notebook_path(out_name or name))
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"run_dir": str(store.root.resolve()), **params}
     log.info(f"executing {name} -> {out}")
-    try:
-        pm.execute_notebook(str(template(name)), str(out), parameters=params, progress_bar=False,
-                            cwd=str(Path.cwd()), kernel_name="python3", language="python")
-    except pm.PapermillExecutionError as e:
-        raise NotebookFailed(f"{out}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
+    with KeptKernel() if kernel is None else nullcontext(kernel) as k, k.client() as client:
+        try:
+            pm.execute_notebook(str(template(name)), str(out), parameters=params, progress_bar=False,
+                                cwd=str(Path.cwd()), kernel_name=KeptKernel.name, language="python", **client)
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(f"{out}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
     return out
