@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+from traitlets import List
 import selfsynth
 from .config import RunConfig, preset as make_preset, apply_overrides, load_config
 from .store import RunStore
@@ -17,7 +20,7 @@ from .layout import notebook_path
 log = logging.getLogger("selfsynth")
 
 # %% auto #0
-__all__ = ['log', 'TEMPLATES', 'template', 'open_run', 'KeptKernel', 'NotebookFailed', 'execute']
+__all__ = ['log', 'TEMPLATES', 'template', 'open_run', 'ClientKeepingManager', 'KeptKernel', 'NotebookFailed', 'execute']
 
 # %% ../nbs/39_runner.ipynb #d2fe5ff7
 TEMPLATES = Path(selfsynth.__file__).resolve().parent.parent / "nbs" / "runs"
@@ -37,6 +40,13 @@ def open_run(run_dir: str, preset: str = "mini", overrides: dict | None = None) 
     return RunStore(run_dir, cfg)
 
 # %% ../nbs/39_runner.ipynb #5be2c7e0
+class ClientKeepingManager(AsyncKernelManager):
+    "A kernel manager that keeps the clients it makes: nbclient leaves its own open when it does not own the kernel."
+    made = List()
+    def client(self, **kw):
+        self.made.append(kc := super().client(**kw))
+        return kc
+
 class KeptKernel:
     "A Jupyter kernel that executes notebooks one after another, each from an empty namespace (see `execute`)."
     name = "python3"
@@ -51,29 +61,26 @@ class KeptKernel:
     def __init__(self, cwd=None): self.cwd, self.km = str(cwd or Path.cwd()), None
 
     @contextmanager
-    def client(self):
-        "Papermill's `km` and `kc` for one notebook, the kernel's namespace emptied first."
-        from jupyter_client.manager import AsyncKernelManager
-        from jupyter_core.utils import run_sync
+    def fresh(self):
+        "Papermill's keyword arguments for one notebook in this kernel, its namespace emptied first; the notebook's clients closed after."
         if self.km is None:
-            self.km = AsyncKernelManager(kernel_name=self.name)
+            self.km = ClientKeepingManager(kernel_name=self.name)
             run_sync(self.km.start_kernel)(cwd=self.cwd)
-        kc = self.km.client()  # a new client per notebook: one that nbclient has used answers no further requests
-        kc.start_channels()
         try:
+            kc = self.km.client()
+            kc.start_channels()
             run_sync(kc.wait_for_ready)(timeout=60)
             reply = run_sync(kc.execute_interactive)(self.RESET, silent=True, store_history=False, timeout=120)
             if reply["content"]["status"] != "ok":
                 raise RuntimeError(f"kernel reset failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
-            yield dict(km=self.km, kc=kc)
-        finally: kc.stop_channels()
+            yield dict(km=self.km)
+        finally:
+            while self.km.made: self.km.made.pop().stop_channels()
 
     def close(self):
         "Kill the kernel (nothing runs in it between notebooks: no graceful shutdown to wait for)."
-        if self.km is not None:
-            from jupyter_core.utils import run_sync
-            if self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
-            self.km = None
+        if self.km is not None and self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
+        self.km = None
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
@@ -89,10 +96,10 @@ def execute(store: RunStore, name: str, out_name: str | None = None, kernel: Kep
     out.parent.mkdir(parents=True, exist_ok=True)
     params = {"run_dir": str(store.root.resolve()), **params}
     log.info(f"executing {name} -> {out}")
-    with KeptKernel() if kernel is None else nullcontext(kernel) as k, k.client() as client:
+    with KeptKernel() if kernel is None else nullcontext(kernel) as k, k.fresh() as kept:
         try:
             pm.execute_notebook(str(template(name)), str(out), parameters=params, progress_bar=False,
-                                cwd=str(Path.cwd()), kernel_name=KeptKernel.name, language="python", **client)
+                                cwd=str(Path.cwd()), kernel_name=KeptKernel.name, language="python", **kept)
         except pm.PapermillExecutionError as e:
             raise NotebookFailed(f"{out}: cell {e.exec_count} failed: {e.ename}: {e.evalue}") from None
     return out
