@@ -29,7 +29,7 @@ __all__ = ['log', 'PAPER_DIR', 'PAPER_NAMES', 'EVAL_ROW_FIELDS', 'TABLE1_METHODS
            'study_key', 'concept_selection', 'concept_kinds', 'study_scores', 'study_table', 'selection_study',
            'selection_comparisons', 'selection_verdicts', 'choose_selector', 'selector_choice_stage', 'choice_note',
            'chosen_method', 'selection_study_figure', 'study_summary_table', 'comparisons_selection_table',
-           'verdict_lines', 'study_json', 'selection_study_outputs', 'visible_map', 'figure5',
+           'verdict_lines', 'study_json', 'direct_answers', 'selection_study_outputs', 'visible_map', 'figure5',
            'encoder_precision_stage', 'precision_by_encoder', 'precision_by_tau', 'tau_table', 'table13', 'paired_test',
            'comparisons', 'selection_components', 'claim_components', 'accuracy_figure', 'example_answers',
            'examples_figure', 'examples_markdown', 'timing', 'git_commit', 'run_device', 'concept_selection_json',
@@ -547,6 +547,16 @@ def study_json(frame: pd.DataFrame, comps: list, verdicts: dict) -> dict:
                         out[key].setdefault(r["selector"], {}).setdefault(d, {}).setdefault(f"{t:g}", {})[str(n)] = vals
     return out
 
+# %% ../nbs/21_report.ipynb #2b7e4a90
+def direct_answers(store: RunStore) -> tuple[dict | None, str | None]:
+    "(counts, sentence) of direct selection's answers in the study stage (`select/study`): asker, questions, yes, no, unparsed; (None, None) without it."
+    c = (store.manifest("select/study") or {}).get("counts", {})
+    if "direct_questions" not in c: return None, None
+    d = {k: c[f"direct_{k}"] for k in ("selector", "questions", "yes", "no", "unparsed")}
+    line = (f"- vlm_direct: {d['selector']} was asked {d['questions']:,} yes/no questions (is this concept in the image?): "
+            f"{d['yes']:,} yes, {d['no']:,} no, {d['unparsed']:,} with neither (they select nothing)")
+    return d, line + (": it selected nothing, so its precision is undefined (–)." if d["yes"] == 0 else ".")
+
 # %% ../nbs/21_report.ipynb #bcfc6dca
 def selection_study_outputs(store: RunStore, out_dir) -> dict:
     """The extended study of a run: `selection_study.csv` (every selector, describer, τ, n, size) and
@@ -564,11 +574,13 @@ def selection_study_outputs(store: RunStore, out_dir) -> dict:
               ("selection_comparisons", comparisons_selection_table(comps), f"Concept selection, paired over the same images "
                f"(τ = {cfg.tau:g}, all m descriptions, selectors at InfoNCE's set size; a - b; Holm over the list)")]
     choice = {k: choose_selector(table, cfg.tau, k, seed=cfg.seed) for k in ("precision", "precision_specific")}
+    direct, direct_line = direct_answers(store) if (frame.selector == "vlm_direct").any() else (None, None)  # a study without it
     md = ["## Concept selection by selector and describer (Holm-adjusted p < 0.05, precision)", "", *verdict_lines(verdicts)]
+    md += [direct_line] if direct_line else []
     md += [f"- chosen on half the images by {c['metric']} at InfoNCE's set size: **{c['chosen']}** "
            f"({c['choice_half'][c['chosen']]:.3f}; on the other half {c['report_half'][c['chosen']]:.3f})" for c in choice.values()]
     md += ["", "![selection study](selection_study.png)", ""]
-    js = study_json(frame, comps, verdicts) | dict(choice=choice)
+    js = study_json(frame, comps, verdicts) | dict(choice=choice, direct_answers=direct)
     return dict(tables=tables, md=md, json=js, frame=frame, comparisons=comps, verdicts=verdicts, choice=choice)
 
 # %% ../nbs/21_report.ipynb #8dabf03b
