@@ -97,8 +97,15 @@ def run_jobs(store: RunStore, queues: dict, jobs: int = 1, after: dict | None = 
                 finally:
                     with turn: running.discard(q); turn.notify_all()
     lanes = [threading.Thread(target=lane, name=f"lane-{i}") for i in range(jobs)]
-    for t in lanes: t.start()
-    for t in lanes: t.join()  # those still running finish
+    try:
+        for t in lanes: t.start()
+        for t in lanes: t.join()
+    except BaseException as e:  # Ctrl-C here: no further notebook starts either
+        with turn: failed.append(e); turn.notify_all()
+        raise
+    finally:
+        for t in lanes:
+            if t.ident is not None: t.join()  # those started and still running finish
     if failed: raise failed[0]
 
 # %% ../nbs/40_cli.ipynb #547a447b
