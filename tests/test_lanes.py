@@ -70,14 +70,17 @@ def test_lanes_are_no_more_than_the_long_queues():
     assert cli.lanes_for(queues({"nl": [1, 2]}), 2) == 1
 
 def test_an_interrupt_stops_new_rounds_but_lets_running_ones_finish(monkeypatch):
-    import _thread
+    import _thread, signal
     fake = FakeNotebooks()
     def interrupted(store, name, out, threads=0, **params):
         if not fake.log: _thread.interrupt_main()  # Ctrl-C while the first notebook runs
         fake(store, name, out, threads, **params)
     monkeypatch.setattr(cli, "execute", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        cli.run_jobs(None, queues({"lge": [1, 2, 3, 4], "ours_nofilter": [1, 2, 3, 4]}), jobs=2)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own: libraries loaded by earlier tests may ignore SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli.run_jobs(None, queues({"lge": [1, 2, 3, 4], "ours_nofilter": [1, 2, 3, 4]}), jobs=2)
+    finally: signal.signal(signal.SIGINT, previous)
     started = [(e[1], e[2]) for e in fake.log if e[0] == "start"]
     ended = [(e[1], e[2]) for e in fake.log if e[0] == "end"]
     assert len(started) <= 2 and sorted(started) == sorted(ended)  # the two first notebooks at most, both finished
