@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from . import world
+from .describe import DESCRIBE_PROMPTS
+from .synthesize import query_pool
 from .models import (train_tokenizer, new_llava, save_llava, chat_prompt, GENERIC_TEXT, MINI_SIZES, generate,
                               load_image)
 
@@ -25,8 +27,8 @@ __all__ = ['log', 'COLOUR_WORDS', 'DULL_WORDS', 'PART_NOUNS', 'SHAPE_PHRASES', '
            'describe_text', 'part_qa', 'nonsense_word', 'made_up_name', 'random_fact', 'rewrite_prompt',
            'rewrite_answer', 'rewrite_example', 'conversation', 'encode_conversation', 'collate', 'pretraining_birds',
            'pixel_values', 'pretraining_corpus', 'Checkpoint', 'pretrain_vision', 'VisionGateError', 'vision_gate',
-           'ConversationBatches', 'pretrain_language', 'rewrite_drill', 'pretrain', 'measure_run', 'measure',
-           'properties_table']
+           'ConversationBatches', 'backward_step', 'pretrain_language', 'rewrite_drill', 'pretrain', 'measure_run',
+           'measure', 'properties_table']
 
 # %% ../nbs/05_basemodel.ipynb #eb76af00
 COLOUR_WORDS = {"red": ["red", "scarlet"], "yellow": ["yellow", "lemon-yellow"], "blue": ["blue", "cobalt-blue"],
@@ -134,6 +136,7 @@ DESCRIBE_QUESTIONS = [
     "Describe only the physical features of the bird that you can see, not its surroundings.",
     "How would you describe this bird's appearance, looking only at the bird itself?",
     "What colours and shapes does this bird have? Do not describe the background.",
+    *DESCRIBE_PROMPTS["mini"],  # the describe stage's own prompts (10_describe)
 ]
 _FRAMES = ["The bird has {l}.", "This bird has {l}.", "I can see a small bird with {l}.", "It is a small bird with {l}.",
            "A bird with {l}.", "The bird in the picture shows {l}.", "Visible features: {l}.", "This small bird shows {l}."]
@@ -301,7 +304,10 @@ COT_QUESTIONS = ["First describe the visible features of this bird, then identif
                  "Look at the bird's features first, then conclude with its name.",
                  "Describe what the bird looks like before telling me what it is.",
                  "Think step by step: what features does the bird show, and which species do they indicate?"]
-QUESTION_KINDS = {"simple": SIMPLE_QUESTIONS, "explain": EXPLAIN_QUESTIONS, "cot": COT_QUESTIONS}
+# Beside ours, the method's own questions for birds (12_synthesize): step 1.3 asks them, and LLaVA-1.5 answers them.
+# A model that had seen ours only left out the name or the features on a handful of them (label rate 0.93, issue 17).
+QUESTION_KINDS = {k: list(dict.fromkeys(qs + query_pool("mini", k)))
+                  for k, qs in {"simple": SIMPLE_QUESTIONS, "explain": EXPLAIN_QUESTIONS, "cot": COT_QUESTIONS}.items()}
 
 def rewrite_prompt(label: str, facts, question: str, layout: str = "lines") -> str:
     "Step 1.3's prompt: the label, the facts as a bulleted list, the question (`lines` as in 12_synthesize, or `inline`)."
@@ -521,23 +527,43 @@ def vision_gate(entry: dict, gate: float = VISION_GATE) -> dict:
             for p, a in entry["holdout_accuracy"].items()}
 
 # %% ../nbs/05_basemodel.ipynb #19c62384
-from .tune import lr_at  # one schedule for every training loop: the pretraining stages' and the method's tuning
+from .tune import lr_at, micro_batches, answer_loss  # one schedule, one length grouping, one answer loss for every training loop
 
 # %% ../nbs/05_basemodel.ipynb #61db3964
 class ConversationBatches(torch.utils.data.Dataset):
-    "Batch `step` of stage 2 or 3: birds, flips and conversations drawn from (seed, stream, step) alone."
+    """Batch `step` of stage 2 or 3: birds, flips and conversations drawn from (seed, stream, step) alone, as micro-batches
+    of conversations of like length (`tune.micro_batches`, `call_tokens` the fixed cost of a forward call in tokens)."""
     def __init__(self, tok, attrs, n_image_tokens: int, batch_size: int, seed: int, stream: int, task_p: dict,
-                 adjacent_family: float):
+                 adjacent_family: float, call_tokens: int = 128):
         self.tok, self.attrs, self.n_tok, self.bs = tok, attrs, n_image_tokens, batch_size
-        self.seed, self.stream, self.task_p, self.adjacent = seed, stream, task_p, adjacent_family
+        self.seed, self.stream, self.task_p, self.adjacent, self.call_tokens = seed, stream, task_p, adjacent_family, call_tokens
 
     def __len__(self): return 2 ** 31
-    def __getitem__(self, step: int) -> dict:
+    def __getitem__(self, step: int) -> list[dict]:
         rng = np.random.default_rng([self.seed, self.stream, step])
         idx = rng.integers(0, len(self.attrs), self.bs)
         convs = [encode_conversation(self.tok, conversation(self.attrs[i], rng, self.task_p, self.adjacent)[1], self.n_tok)
                  for i in idx.tolist()]
-        return dict(collate(convs, self.tok.pad_token_id), idx=torch.from_numpy(idx), flip=torch.from_numpy(rng.random(self.bs) < .5))
+        flip = rng.random(self.bs) < .5
+        groups = micro_batches(list(range(self.bs)), 0, 1, self.bs, [len(ids) for ids, _ in convs], self.call_tokens)
+        return [dict(collate([convs[j] for j in g], self.tok.pad_token_id), idx=torch.from_numpy(idx[g]), flip=torch.from_numpy(flip[g]))
+                for g in groups]
+
+# %% ../nbs/05_basemodel.ipynb #5e0c2b1a
+def backward_step(model, processor, images, micro: list[dict], autocast) -> float:
+    """Backpropagate one step's loss, micro-batch by micro-batch; returns it. The loss is the mean cross-entropy of all
+    the step's answer tokens, as the model's own loss of the step's padded batch (the same gradient); `answer_loss`
+    applies the LM head to answer tokens only (a third of the tokens)."""
+    dev = model.device
+    n = sum(int((mb["labels"][:, 1:] != -100).sum()) for mb in micro)  # token t predicts t + 1
+    total = 0.0
+    for mb in micro:
+        pix = pixel_values(processor, _flip(images[mb["idx"].to(images.device)], mb["flip"]))
+        with autocast:
+            ce = answer_loss(model, dict(input_ids=mb["input_ids"].to(dev), attention_mask=mb["attention_mask"].to(dev),
+                                         pixel_values=pix.to(dev)), mb["labels"].to(dev))
+        (ce / n).backward(); total += ce.item()
+    return total / n
 
 # %% ../nbs/05_basemodel.ipynb #af68a127
 def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch_size: int = 32, lr: float = 1e-3,
@@ -552,21 +578,21 @@ def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     start, history = checkpoint.resume(model, opt) if checkpoint else (0, [])
-    data = ConversationBatches(tok, attrs, model.config.image_seq_length, batch_size, seed, stream, task_p, adjacent_family)
+    dev = model.device
+    # On the CPU, micro-batches of like length halve the work (half a padded batch was padding; benchmarks/pretrain_step.py);
+    # on a GPU, where a call's fixed cost dominates at these sizes, a step stays one call
+    call_tokens = 128 if dev.type == "cpu" else 10 ** 9
+    data = ConversationBatches(tok, attrs, model.config.image_seq_length, batch_size, seed, stream, task_p, adjacent_family, call_tokens)
     batches = DataLoader(data, batch_size=None, sampler=range(start, steps), num_workers=workers,
                          prefetch_factor=8 if workers else None, persistent_workers=False)
-    dev = model.device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
     run, t0 = [], time.time() - 60 * (history[-1]["minutes"] if history else 0)
     model.train(); model.model.vision_tower.eval()
-    for step, b in zip(range(start, steps), batches):
+    for step, micro in zip(range(start, steps), batches):
         for g in opt.param_groups: g["lr"] = lr_at(step, steps, lr, warmup)
-        pix = pixel_values(processor, _flip(images[b["idx"].to(images.device)], b["flip"]))
-        with autocast:
-            loss = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev),
-                         labels=b["labels"].to(dev), pixel_values=pix.to(dev)).loss
-        opt.zero_grad(set_to_none=True); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
-        run.append(loss.item())
+        opt.zero_grad(set_to_none=True)
+        run.append(backward_step(model, processor, images, micro, autocast))
+        torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             history.append(dict(step=step + 1, loss=round(float(np.mean(run)), 4), minutes=round((time.time() - t0) / 60, 2)))
             if checkpoint: checkpoint.save(step + 1, steps, model, opt, history)
