@@ -6,7 +6,7 @@ Docs: https://selfsynth.github.io/selfsynth/basemodel.html.md"""
 
 # %% ../nbs/05_basemodel.ipynb #f78cedcc
 from __future__ import annotations
-import json, logging, math, re, time
+import json, logging, math, os, re, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ __all__ = ['log', 'COLOUR_WORDS', 'DULL_WORDS', 'PART_NOUNS', 'SHAPE_PHRASES', '
            'describe_text', 'part_qa', 'nonsense_word', 'made_up_name', 'random_fact', 'rewrite_prompt',
            'rewrite_answer', 'rewrite_example', 'conversation', 'encode_conversation', 'collate', 'pretraining_birds',
            'pixel_values', 'pretraining_corpus', 'Checkpoint', 'pretrain_vision', 'VisionGateError', 'vision_gate',
-           'ConversationBatches', 'backward_step', 'pretrain_language', 'rewrite_drill', 'pretrain', 'measure_run',
-           'measure', 'properties_table']
+           'ConversationBatches', 'backward_step', 'pretrain_language', 'rewrite_drill', 'pretrain', 'build_table',
+           'measure_run', 'measure', 'properties_table']
 
 # %% ../nbs/05_basemodel.ipynb #eb76af00
 COLOUR_WORDS = {"red": ["red", "scarlet"], "yellow": ["yellow", "lemon-yellow"], "blue": ["blue", "cobalt-blue"],
@@ -159,12 +159,12 @@ def _free_phrase(part: str, value: str, rng) -> str:
 
 # %% ../nbs/05_basemodel.ipynb #a99a6b42
 def describe_text(attributes: dict, rng) -> str:
-    "A description of the visible parts of a bird with `attributes`, in a random selection, order and wording."
+    "A description of a random selection of the visible parts of a bird with `attributes`, head to legs (`world.PARTS` order), in random wording."
     vis = [p for p in world.PARTS if attributes.get(p) is not None]
     if not vis: return "The bird is hidden; I cannot see any of its features."
     for _ in range(20):
         k = int(rng.integers(min(3, len(vis)), min(7, len(vis)) + 1))
-        parts = [vis[i] for i in rng.permutation(len(vis))[:k]]
+        parts = [vis[i] for i in sorted(rng.permutation(len(vis))[:k])]  # in world.PARTS order: see the note above
         phrases = [part_phrase(p, attributes[p], rng) for p in parts]
         if len(phrases) >= 5 and rng.random() < .5:  # two sentences
             cut = int(rng.integers(2, len(phrases) - 1))
@@ -605,7 +605,7 @@ def pretrain_language(model, tok, processor, images, attrs, *, steps: int, batch
 PRETRAIN_DEFAULTS = dict(seed=0, n_images=120000, gate_images=2000, vision_steps=4000, vision_batch_size=256,
                          vision_lr=1e-3, steps=7000, batch_size=64, lr=1e-3, warmup=0.03, vocab_size=2048, corpus=20000,
                          drill_steps=700, drill_lr=5e-4, drill_adjacent_family=0.5, gate=VISION_GATE,
-                         log_every=100, checkpoint_every=1000)  # the shipped model's settings: 5.9 min on one H200
+                         log_every=100, checkpoint_every=1000)  # the shipped model's settings (its build time: `build_table`)
 DRILL_TASK_P = {"describe": .2, "rewrite": .6, "parts": .2}
 
 def rewrite_drill(model, tok, processor, images, attrs, o: dict, **kw) -> list:
@@ -630,6 +630,12 @@ def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, 
     finally: torch.set_flush_denormal(False)
 
 # %% ../nbs/05_basemodel.ipynb #084d9d49
+def _machine(device: str) -> dict:
+    "What a build ran on, for its log: the accelerator or CPU, cores, and the versions that shape the weights."
+    import os, platform, transformers
+    name = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.processor() or platform.machine()
+    return dict(device_name=name, cpus=os.cpu_count(), torch=torch.__version__, transformers=transformers.__version__)
+
 def _pretrain(out: Path, sizes: dict, o: dict, device: str, workers: int) -> Path:
     import shutil
     from transformers import PreTrainedTokenizerFast
@@ -638,7 +644,8 @@ def _pretrain(out: Path, sizes: dict, o: dict, device: str, workers: int) -> Pat
     else: tok = train_tokenizer(pretraining_corpus(o["corpus"], o["seed"]), o["vocab_size"]); tok.save_pretrained(work / "tokenizer")
     model, processor = new_llava(tok, seed=o["seed"], **sizes)
     model.to(device)
-    render = dict(seed=o["seed"], size=sizes["image_size"], workers=max(1, workers))
+    # Rendering takes every core even when batches are built in-process (workers 0): bird i is the same either way.
+    render = dict(seed=o["seed"], size=sizes["image_size"], workers=workers or os.cpu_count())
     images, attrs = pretraining_birds(o["n_images"], **render)
     gate_images, gate_attrs = pretraining_birds(o["gate_images"], stream=7004, **render)  # birds no stage trains on
     images, gate_images = images.to(device), gate_images.to(device)
@@ -661,11 +668,43 @@ def _pretrain(out: Path, sizes: dict, o: dict, device: str, workers: int) -> Pat
     model.to("cpu")
     save_llava(model, processor, out)
     (out / "pretrain_log.json").write_text(json.dumps(dict(settings=o, sizes=sizes, threads=torch.get_num_threads(),
-                                                           device=str(device), vision_gate=gate, vision=vision,
-                                                           language=language, drill=drill,
+                                                           device=str(device), machine=_machine(device), vision_gate=gate,
+                                                           vision=vision, language=language, drill=drill,
                                                            minutes=round((time.time() - t0) / 60, 2)), indent=1) + "\n")
     shutil.rmtree(work)
     return out
+
+# %% ../nbs/05_basemodel.ipynb #be5c7511
+def build_table(folder) -> str:
+    """The card of a built base model, read from its folder: sizes, stage settings, the gate and build times from
+    `pretrain_log.json`, parameters and size from the weights. Stage minutes add up across resumes of one build."""
+    folder = Path(folder)
+    l = json.loads((folder / "pretrain_log.json").read_text())
+    s, o, g = l["sizes"], l["settings"], l["vision_gate"]
+    from safetensors import safe_open
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        n = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+    low = sorted(g, key=lambda p: g[p]["accuracy"])
+    gate = ", ".join(f"{p} {g[p]['accuracy']}" + (f" [{g[p]['ci'][0]}, {g[p]['ci'][1]}]" if i == 0 else "") for i, p in enumerate(low[:3]))
+    minutes = {k: l[k][-1]["minutes"] for k in ("vision", "language", "drill")}
+    rows = [("vision tower", f"{s['image_size']} px images, {s['patch_size']} px patches ({(s['image_size'] // s['patch_size']) ** 2} "
+                             f"image tokens), hidden {s['vision_hidden']}, {s['vision_layers']} layers, {s['vision_heads']} heads"),
+            ("language model", f"hidden {s['lm_hidden']}, {s['lm_layers']} layers, {s['lm_heads']} heads, vocabulary {o['vocab_size']:,}"),
+            ("weights", f"{n / 1e6:.2f} M parameters; the folder {mb:.1f} MB"),
+            ("stage 1", f"vision tower + linear probe: part values (or hidden) of {o['n_images']:,} random birds, "
+                        f"{o['vision_steps']:,} steps of {o['vision_batch_size']}, AdamW {o['vision_lr']:g}"),
+            ("gate", f"held-out accuracy on {o['gate_images']:,} other birds, every part ≥ {o['gate']}: lowest {gate}"),
+            ("stage 2", f"projector + LM, tower frozen: {o['steps']:,} steps of {o['batch_size']} conversations, AdamW "
+                        f"{o['lr']:g}, {o['warmup']:.0%} warm-up"),
+            ("stage 3", f"rewrite drill: {o['drill_steps']:,} steps, {o['drill_adjacent_family']:.0%} of made-up names shaped "
+                        f"like world names, AdamW {o['drill_lr']:g}"),
+            ("built", f"from seed {o['seed']} on {l['device']}" + (f" ({m['device_name']}, {m['cpus']} CPUs, torch {m['torch']}, "
+                      f"transformers {m['transformers']})" if (m := l.get("machine")) else "") + f", {l['threads']} threads; "
+                      f"stages {sum(minutes.values()):.1f} min (vision {minutes['vision']:.1f}, language {minutes['language']:.1f}, "
+                      f"drill {minutes['drill']:.1f})" + (f"; {l['how_built']}" if "how_built" in l else ""))]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+
 
 # %% ../nbs/05_basemodel.ipynb #2c7ad733
 BASE_TARGETS = {  # issue 17: property -> (comparison, target)
