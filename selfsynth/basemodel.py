@@ -632,7 +632,7 @@ def pretrain(out_dir, *, sizes: dict | None = None, threads: int | None = None, 
 # %% ../nbs/05_basemodel.ipynb #084d9d49
 def _machine(device: str) -> dict:
     "What a build ran on, for its log: the accelerator or CPU, cores, and the versions that shape the weights."
-    import os, platform, transformers
+    import platform, transformers
     name = torch.cuda.get_device_name(device) if str(device).startswith("cuda") else platform.processor() or platform.machine()
     return dict(device_name=name, cpus=os.cpu_count(), torch=torch.__version__, transformers=transformers.__version__)
 
@@ -704,7 +704,6 @@ def build_table(folder) -> str:
                       f"stages {sum(minutes.values()):.1f} min (vision {minutes['vision']:.1f}, language {minutes['language']:.1f}, "
                       f"drill {minutes['drill']:.1f})" + (f"; {l['how_built']}" if "how_built" in l else ""))]
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
-
 
 # %% ../nbs/05_basemodel.ipynb #2c7ad733
 BASE_TARGETS = {  # issue 17: property -> (comparison, target)
