@@ -652,9 +652,14 @@ def _pretrain(out: Path, sizes: dict, o: dict, device: str, workers: int) -> Pat
     log.info(f"pretrain: tokenizer {len(tok)}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
              f"{len(attrs)} birds (+{len(gate_attrs)} for the gate) on {device}, setup {time.time() - t0:.0f} s")
     ck = lambda stage: Checkpoint(work, stage, o["checkpoint_every"])
-    vision = pretrain_vision(model, processor, images, attrs, (gate_images, gate_attrs), steps=o["vision_steps"],
-                             batch_size=o["vision_batch_size"], lr=o["vision_lr"], seed=o["seed"], log_every=o["log_every"],
-                             checkpoint=ck("vision"))
+    if (work / "vision_gate.json").exists() and (work / "language.pt").exists():
+        # stage 1 is over: its log is in the gate file, its weights in the language checkpoint, so `vision.pt` may be
+        # left behind when a build moves to another machine mid-way (the state to carry: tokenizer, gate, language.pt)
+        vision = json.loads((work / "vision_gate.json").read_text())["vision"]
+    else:
+        vision = pretrain_vision(model, processor, images, attrs, (gate_images, gate_attrs), steps=o["vision_steps"],
+                                 batch_size=o["vision_batch_size"], lr=o["vision_lr"], seed=o["seed"], log_every=o["log_every"],
+                                 checkpoint=ck("vision"))
     gate = vision_gate(vision[-1], o["gate"])
     (work / "vision_gate.json").write_text(json.dumps(dict(gate=o["gate"], parts=gate, vision=vision), indent=1) + "\n")
     if failed := {p: g["accuracy"] for p, g in gate.items() if not g["passed"]}:
@@ -852,9 +857,9 @@ def measure_run(store) -> dict:
 def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, preset_name: str = "mini", **overrides) -> dict:
     """Run, for preset `preset_name` (a mini world) with base model `model`, the stages the protocol reads (world,
     describe, embed, select, synthesize `ours` and `lge`, the base model's evaluation) in `run_dir` (resumable), then
-    `measure_run` them."""
+    `measure_run` them, with the weights' hash (which model was measured)."""
     from selfsynth.config import preset
-    from selfsynth.store import RunStore
+    from selfsynth.store import RunStore, file_digest
     from selfsynth.rounds import data_stage_for, round1_data_stages
     from selfsynth.synthesize import synthesize_stage
     from selfsynth.evaluate import evaluate_stage
@@ -862,7 +867,7 @@ def measure(model, run_dir, *, device: str = "auto", world_seed: int = 0, preset
     data_stage_for(store); round1_data_stages(store)
     for m in ("ours", "lge"): synthesize_stage(store, m)
     evaluate_stage(store, "base", 0)
-    return measure_run(store)
+    return dict(weights_sha256=file_digest(Path(model) / "model.safetensors"), **measure_run(store))
 
 # %% ../nbs/05_basemodel.ipynb #be5c7510
 def properties_table(m: dict) -> str:
